@@ -1,0 +1,25 @@
+# Two entry points that work on a fresh machine with only Python and pip.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch; override e.g. TORCH_SPEC='torch==2.13.0' or point pip at another index.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test venv clean
+
+$(BIN)/internvideo2: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[all,dev]"
+	@touch $@
+
+venv: $(BIN)/internvideo2
+
+demo: venv
+	$(BIN)/internvideo2 demo $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,47 @@
+"""Shared test helpers.
+
+Real media and official parity fixtures live outside the repository, in ``../shared`` (next to the
+project root). Tests that need them skip with a reason when that folder is absent, as on a user's
+fresh clone. ``INTERNVIDEO2_FIXTURES`` overrides the fixture root.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("INTERNVIDEO2_SHARED", ROOT.parent / "shared"))
+ASSETS = SHARED / "assets"
+FIXTURES = Path(os.environ.get("INTERNVIDEO2_FIXTURES", SHARED / "fixtures" / "official"))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def assets() -> Path:
+    """Folder of real third-party clips (``../shared/assets``); skips when absent."""
+    if not ASSETS.is_dir():
+        pytest.skip(f"real media folder {ASSETS} is absent (it is not part of the repository)")
+    return ASSETS
+
+
+def asset(rel: str) -> Path:
+    """Path of one real asset, skipping the calling test when it is absent."""
+    p = ASSETS / rel
+    if not p.is_file():
+        pytest.skip(f"real media file {p} is absent (it is not part of the repository)")
+    return p
+
+
+def fixture_dirs() -> list[Path]:
+    """Every parity-fixture folder under the fixture root (empty when the root is absent)."""
+    if not FIXTURES.is_dir():
+        return []
+    return sorted(p for p in FIXTURES.iterdir() if (p / "manifest.json").is_file())
