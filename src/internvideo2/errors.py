@@ -40,3 +40,7 @@ class AnnotationError(InternVideo2Error):
         self.row = row
         self.reason = reason
         super().__init__(f"{self.path}: row {row}: {reason}")
+
+
+class ShapeError(InternVideo2Error, ValueError):
+    """A tensor has the wrong shape, dtype or layout for the model it is given to."""

@@ -1,0 +1,222 @@
+"""Official InternVideo2 checkpoint formats: which class each file belongs to, how the official
+constructor arguments map onto our configs, and explicit key maps (spec §2, §8).
+
+Our module names *are* the official state-dict names, so the key maps are only about containers and
+prefixes: ``vision_encoder.`` (stage-2 / CLIP files), ``backbone.`` / ``encoder.`` (stripped by the
+official fine-tuning loader), ``encoder.`` (VideoMAEv2 release).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from ..models.config import (ClassifierConfig, PretrainConfig, TeacherConfig, VisionConfig, list_presets,
+                             vision_config)
+
+# --------------------------------------------------------------------------------------------------
+# official constructor kwargs -> our configs
+# --------------------------------------------------------------------------------------------------
+_VISION_KEYS = {
+    "img_size": "img_size", "patch_size": "patch_size", "embed_dim": "embed_dim", "depth": "depth",
+    "num_heads": "num_heads", "mlp_ratio": "mlp_ratio", "attn_pool_num_heads": "attn_pool_heads",
+    "clip_embed_dim": "clip_embed_dim", "num_frames": "num_frames", "tubelet_size": "tubelet_size",
+    "init_values": "init_values", "drop_path_rate": "drop_path_rate", "in_chans": "in_chans",
+    "qk_normalization": "qk_norm",
+}
+# accepted and deliberately ignored: execution details with no effect on the maths we reproduce
+_IGNORED = {"use_flash_attn", "use_fused_rmsnorm", "use_fused_mlp", "fused_mlp_heuristic", "use_checkpoint",
+            "checkpoint_num", "head_drop_path_rate", "with_cp", "x_vis_return_idx", "x_vis_only"}
+
+
+def vision_config_from_official(kwargs: Mapping[str, Any], base: VisionConfig | None = None) -> VisionConfig:
+    """Map official ``InternVideo2`` / ``PretrainInternVideo2`` constructor kwargs onto a VisionConfig.
+
+    The activation follows the official execution path: the fused flash-attn MLP (``use_fused_mlp``)
+    computes tanh-approximate GELU, the fallback exact GELU (spec §1.5).
+    """
+    out: dict[str, Any] = {}
+    for k, v in kwargs.items():
+        if k in _VISION_KEYS:
+            out[_VISION_KEYS[k]] = v
+        elif k == "qkv_bias":
+            out["qkv_bias"] = "qkv" if v else "none"
+        elif k == "layerscale_no_force_fp32":
+            out["layerscale_force_fp32"] = not v
+        elif k == "sep_pos_embed":
+            if v:
+                out["pos_embed"] = "separable"
+        elif k == "use_fused_mlp":
+            out["act"] = "gelu_tanh" if v else "gelu"
+    return (base or VisionConfig()).replace(**out)
+
+
+def classifier_config_from_official(kwargs: Mapping[str, Any], head: str = "linear") -> ClassifierConfig:
+    return ClassifierConfig(vision=vision_config_from_official(kwargs), num_classes=kwargs.get("num_classes", 1000),
+                            head=head, fc_drop_rate=kwargs.get("fc_drop_rate", 0.0),
+                            init_scale=kwargs.get("init_scale", 0.001))
+
+
+def pretrain_config_from_official(kwargs: Mapping[str, Any], *, with_mae: bool) -> PretrainConfig:
+    """Stage-1 (``with_mae``), distillation or stage-2 vision encoder kwargs -> PretrainConfig."""
+    extra: dict[str, Any] = dict(
+        clip_teacher_embed_dim=kwargs.get("clip_teacher_embed_dim", 3200),
+        clip_teacher_final_dim=kwargs.get("clip_teacher_final_dim", 768),
+        clip_return_layer=kwargs.get("clip_return_layer", 1),
+        clip_return_interval=kwargs.get("clip_student_return_interval", 1),
+        clip_return_index=kwargs.get("clip_student_return_index"),
+        clip_norm_type=kwargs.get("clip_norm_type", "l2"),
+        sep_image_video_pos_embed=kwargs.get("sep_image_video_pos_embed", False),
+    )
+    decoder = kwargs.get("clip_student_decoder")
+    if decoder is not None:
+        extra["clip_decoder"] = {"Linear_Decoder": "linear", "MLP_Decoder": "mlp"}.get(decoder, decoder)
+    if with_mae:
+        extra.update(mae_teacher_embed_dim=kwargs.get("mae_teacher_embed_dim", 1408),
+                     mae_return_layer=kwargs.get("mae_return_layer", 1),
+                     mae_return_interval=kwargs.get("mae_student_return_interval", 1),
+                     mae_norm_type=kwargs.get("mae_norm_type", "l2"))
+    return PretrainConfig(vision=vision_config_from_official(kwargs), **extra)
+
+
+# --------------------------------------------------------------------------------------------------
+# official classes -> (our model type, config builder, key prefix, prefixes to strip)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OfficialFormat:
+    model_type: str
+    make_config: Callable[[Mapping[str, Any]], Any]
+    select_prefix: str | None = None  # keys of this model inside a larger checkpoint
+    strip: tuple[str, ...] = ()
+
+
+OFFICIAL_CLASSES: dict[str, OfficialFormat] = {
+    "single_modality/models/internvideo2.py :: InternVideo2": OfficialFormat(
+        "classifier", classifier_config_from_official, strip=("module.", "backbone.", "encoder.")),
+    "single_modality/models/internvideo2_ap.py :: InternVideo2": OfficialFormat(
+        "classifier", lambda kw: classifier_config_from_official(kw, head="ap"), strip=("module.", "backbone.", "encoder.")),
+    "single_modality/models/internvideo2_pretrain.py :: PretrainInternVideo2": OfficialFormat(
+        "pretrain", lambda kw: pretrain_config_from_official(kw, with_mae=True), strip=("module.",)),
+    "single_modality/models/internvideo2_distill.py :: DistInternVideo2": OfficialFormat(
+        "pretrain", lambda kw: pretrain_config_from_official(kw, with_mae=False), strip=("module.",)),
+    "multi_modality/models/backbones/internvideo2/internvideo2.py :: PretrainInternVideo2": OfficialFormat(
+        "pretrain", lambda kw: pretrain_config_from_official(kw, with_mae=False), select_prefix="vision_encoder."),
+    "multi_modality/models/backbones/internvideo2/internvideo2_clip_vision.py :: InternVideo2": OfficialFormat(
+        "vision", vision_config_from_official, select_prefix="vision_encoder."),
+    "single_modality/models/internvideo2_teacher.py :: InternVideo2": OfficialFormat(
+        "teacher", lambda kw: TeacherConfig(vision=vision_config_from_official(kw), kind="internvideo2",
+                                            return_layer=kw.get("clip_return_layer", 1),
+                                            return_interval=kw.get("clip_return_interval", 1),
+                                            norm_type=kw.get("clip_norm_type", "l2"))),
+    "single_modality/models/internvl_clip_vision.py :: InternVL_CLIP": OfficialFormat(
+        "teacher", lambda kw: TeacherConfig(
+            vision=vision_config_from_official(kw, base=vision_config("internvl-c-6b")), kind="internvl_clip",
+            return_layer=kw.get("clip_return_layer", 1), return_interval=kw.get("clip_return_interval", 1),
+            norm_type=kw.get("clip_norm_type", "l2"))),
+    "single_modality/models/videomae.py :: VisionTransformer": OfficialFormat(
+        "teacher", lambda kw: TeacherConfig(
+            vision=vision_config("videomae-g14").replace(**{k: v for k, v in {
+                "img_size": kw.get("img_size"), "num_frames": kw.get("all_frames"),
+                "tubelet_size": kw.get("tubelet_size"), "attn_layout_bug": kw.get("attn_layout_bug")}.items()
+                if v is not None}),
+            kind="videomae", return_layer=kw.get("mae_return_layer", 1),
+            return_interval=kw.get("mae_return_interval", 1), norm_type=kw.get("mae_norm_type", "l2")),
+        strip=("encoder.",)),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# recognising a released file from its keys
+# --------------------------------------------------------------------------------------------------
+_WIDTH_TO_PRESET = {384: "internvideo2-s14", 768: "internvideo2-b14", 1024: "internvideo2-l14",
+                    1408: "internvideo2-1b", 3200: "internvideo2-6b"}
+
+
+@dataclass
+class Detected:
+    """What :func:`detect_checkpoint` concluded about a state dict."""
+
+    kind: str  # classifier | stage1 | distill | stage2 | clip | stage2_vision | vision
+    model_type: str
+    config: Any
+    select_prefix: str | None
+    drop: tuple[str, ...]
+
+
+def detect_checkpoint(sd: Mapping[str, torch.Tensor], *, img_size: int = 224, num_frames: int | None = None,
+                      source: str = "checkpoint") -> Detected:
+    """Infer the architecture of a released InternVideo2 file from key names and shapes.
+
+    Widths map to presets (384 S, 768 B, 1024 L, 1408 1B, 3200 6B); the frame count comes from the
+    position table (at ``img_size``, 224 for every release) unless given.
+    """
+    keys = list(sd)
+    prefix = "vision_encoder." if any(k.startswith("vision_encoder.") for k in keys) else ""
+    if prefix + "cls_token" not in sd:
+        raise CheckpointError(f"{source}: not an InternVideo2 vision checkpoint (no {prefix}cls_token)")
+    C = sd[prefix + "cls_token"].shape[-1]
+    depth = 1 + max(int(k[len(prefix):].split(".")[1]) for k in keys if k.startswith(prefix + "blocks."))
+    if C not in _WIDTH_TO_PRESET:
+        raise CheckpointError(f"{source}: width {C} matches no preset ({sorted(_WIDTH_TO_PRESET)}); build the "
+                              f"model config yourself and call load_state_dict_strict")
+    preset = _WIDTH_TO_PRESET[C]
+    base = vision_config(preset)
+    if base.depth != depth:
+        raise CheckpointError(f"{source}: {depth} blocks, but preset {preset} has {base.depth}")
+    grid_side = img_size // base.patch_size
+    tub = sd[prefix + "patch_embed.proj.weight"].shape[2]
+    if num_frames is None and prefix + "pos_embed" in sd:
+        num_frames = (sd[prefix + "pos_embed"].shape[1] - 1) // (grid_side * grid_side) * tub
+    vis = base.replace(img_size=img_size, num_frames=num_frames or 8, tubelet_size=tub,
+                       clip_embed_dim=sd[prefix + "clip_projector.cross_attn.proj.weight"].shape[0])
+
+    def n_modules(name: str) -> int:
+        idx = {int(k[len(prefix + name) + 1:].split(".")[0]) for k in keys if k.startswith(prefix + name + ".")}
+        return len(idx)
+
+    has = lambda name: any(k.startswith(prefix + name) for k in keys)  # noqa: E731
+    if any(k.startswith("text_encoder.") for k in keys):
+        kind = "stage2"
+    elif prefix and has("clip_decoder."):
+        kind = "stage2_vision"
+    elif prefix:
+        kind = "clip"
+    elif has("mae_decoder."):
+        kind = "stage1"
+    elif has("clip_decoder."):
+        kind = "distill"
+    elif "head.weight" in sd:
+        kind = "classifier"
+    else:
+        kind = "vision"
+    if kind == "classifier":
+        cfg = ClassifierConfig(vision=vis, num_classes=sd["head.weight"].shape[0],
+                               head="ap" if "extra_mlp.0.weight" in sd else "linear")
+        return Detected(kind, "classifier", cfg, None, ())
+    if kind in ("stage1", "distill", "stage2", "stage2_vision"):
+        dec = sd[prefix + "clip_decoder.0.head.weight"] if prefix + "clip_decoder.0.head.weight" in sd else None
+        mlp_dec = prefix + "clip_decoder.0.head.0.weight" in sd
+        clip_dim = (sd[prefix + "clip_decoder.0.head.2.weight"] if mlp_dec else dec).shape[0]
+        final = prefix + "final_clip_decoder.norm.weight"
+        cfg = PretrainConfig(
+            vision=vis, clip_teacher_embed_dim=clip_dim,
+            clip_teacher_final_dim=sd[final].shape[0] if final in sd else 0,
+            clip_return_layer=n_modules("clip_decoder"), clip_decoder="mlp" if mlp_dec else "linear",
+            mae_return_layer=n_modules("mae_decoder"),
+            mae_teacher_embed_dim=sd["mae_decoder.0.norm.weight"].shape[0] if kind == "stage1" else 1408,
+            sep_image_video_pos_embed=prefix + "img_pos_embed" in sd)
+        drop = ()
+        if kind == "stage2":
+            drop = tuple(sorted({k.split(".")[0] + (".*" if "." in k else "") for k in keys
+                                 if not k.startswith(prefix)}))
+        return Detected(kind, "pretrain", cfg, prefix or None, drop)
+    if kind == "clip":
+        drop = tuple(sorted({k.split(".")[0] + (".*" if "." in k else "") for k in keys if not k.startswith(prefix)}))
+        return Detected(kind, "vision", vis, prefix, drop)
+    return Detected(kind, "vision", vis, None, ())
+
+
+def known_presets() -> list[str]:
+    return list_presets()

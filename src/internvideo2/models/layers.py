@@ -1,0 +1,297 @@
+"""Building blocks of the InternVideo2 vision transformer (official-spec §1.2-1.6).
+
+One attention, one MLP, one block, one attention-pooling head. Every vision model in this package
+(students, stage-1/stage-2 encoders, CLIP tower, InternVL-C and VideoMAE-style teachers) is assembled
+from these, configured by :class:`~internvideo2.models.config.VisionConfig`; nothing is copied.
+
+Module names reproduce the official state-dict keys (``attn.qkv``, ``attn.q_norm``, ``ls1.gamma``,
+``clip_projector.cross_attn.q_bias`` ...), so official checkpoints load without renaming.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """``w * x / sqrt(mean(x^2) + eps)``; statistics in fp32, result cast back before the scale (§1.4)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale ``gamma``. With ``force_fp32`` the product is taken in fp32 (official default
+    for stage 1/2; identical in fp32, differs only under bf16 autocast)."""
+
+    def __init__(self, dim: int, init_values: float, force_fp32: bool = True):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+        self.force_fp32 = force_fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.force_fp32:
+            return (x.float() * self.gamma.float()).to(x.dtype)
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# activation name -> F.gelu's `approximate`. tanh-approximate GELU is what flash-attn's FusedMLP
+# computes, i.e. what the released checkpoints were trained with (spec §1.5, P33); exact erf GELU is
+# the official non-fused fallback.
+_ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}
+
+
+class Mlp(nn.Module):
+    """``fc2(act(fc1(x)))``; keys ``fc1.*``, ``fc2.*``."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "gelu_tanh", out_dim: int | None = None):
+        super().__init__()
+        if act not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; choose from {sorted(_ACTIVATIONS)}")
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.act = act
+        self._approximate = _ACTIVATIONS[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate=self._approximate))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``.
+
+    * ``qkv_bias``: ``"none"`` (InternVideo2), ``"qkv"`` (a bias on the fused Linear) or ``"qv"``
+      (VideoMAE: separate ``q_bias`` / ``v_bias`` parameters, zero bias for k).
+    * ``qk_norm``: RMSNorm over the full width C of q and k, before the head split (§1.4 step 3).
+    * ``layout_bug``: reproduce the official VideoMAE teacher's call of flash-attn with
+      ``(B, h, N, d)`` tensors where ``(B, N, h, d)`` is expected (spec P1): attention then runs across
+      heads for every token and the output is reshaped without transposing. Off by default.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: str = "none", qk_norm: bool = True,
+                 norm: str = "rmsnorm", norm_eps: float = 1e-6, layout_bug: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=(qkv_bias == "qkv"))
+        if qkv_bias == "qv":
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        elif qkv_bias not in ("none", "qkv"):
+            raise ValueError(f"qkv_bias must be 'none', 'qkv' or 'qv', got {qkv_bias!r}")
+        self.qkv_bias_kind = qkv_bias
+        self.q_norm = make_norm(norm, dim, norm_eps) if qk_norm else None
+        self.k_norm = make_norm(norm, dim, norm_eps) if qk_norm else None
+        self.proj = nn.Linear(dim, dim)
+        self.layout_bug = layout_bug
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, N, C] -> [B, N, C]``."""
+        B, N, C = x.shape
+        if self.qkv_bias_kind == "qv":
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+            qkv = F.linear(x, self.qkv.weight, bias)
+        else:
+            qkv = self.qkv(x)
+        q, k, v = qkv.split(C, dim=-1)  # rows [0:C] q, [C:2C] k, [2C:3C] v
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        h, d = self.num_heads, self.head_dim
+        q, k, v = (t.view(B, N, h, d).transpose(1, 2) for t in (q, k, v))  # [B, h, N, d]
+        if self.layout_bug:
+            # flash-attn reads (B, h, N, d) as (B, S=h, H=N, d): attention over the h axis per token.
+            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            o = o.transpose(1, 2).contiguous().reshape(B, N, C)  # flash output (B, h, N, d), raw reshape
+        else:
+            o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(o)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (§1.4): ``x + DropPath(ls1(attn(norm1(x))))``, then the MLP branch.
+
+    The fused (flash-attn) and non-fused official paths are the same maths; only the MLP activation
+    differs (tanh vs erf GELU), which is the ``act`` option here.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, *, qkv_bias: str = "none",
+                 qk_norm: bool = True, norm: str = "rmsnorm", norm_eps: float = 1e-6,
+                 init_values: float = 1e-5, layerscale_force_fp32: bool = True, act: str = "gelu_tanh",
+                 drop_path: float = 0.0, layout_bug: bool = False):
+        super().__init__()
+        self.norm1 = make_norm(norm, dim, norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_norm, norm, norm_eps, layout_bug)
+        self.ls1 = LayerScale(dim, init_values, layerscale_force_fp32) if init_values else nn.Identity()
+        self.norm2 = make_norm(norm, dim, norm_eps)
+        self.mlp = Mlp(dim, mlp_hidden, act)
+        self.ls2 = LayerScale(dim, init_values, layerscale_force_fp32) if init_values else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class CrossAttention(nn.Module):
+    """Query/key/value projections without Linear bias, with separate ``{q,k,v}_bias`` parameters
+    (official ``CrossAttention`` key layout), then ``proj`` to ``out_dim``."""
+
+    def __init__(self, dim: int, num_heads: int, out_dim: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention-pool dim {dim} is not divisible by its {num_heads} heads")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.k_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.k_bias = self.v_bias = None
+        self.proj = nn.Linear(dim, out_dim)
+
+    def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
+                return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, Nq, C = q_in.shape
+        h = self.num_heads
+        q = F.linear(q_in, self.q.weight, self.q_bias).view(B, Nq, h, -1).transpose(1, 2)
+        k = F.linear(k_in, self.k.weight, self.k_bias).view(B, k_in.shape[1], h, -1).transpose(1, 2)
+        v = F.linear(v_in, self.v.weight, self.v_bias).view(B, v_in.shape[1], h, -1).transpose(1, 2)
+        attn = None
+        if return_attn:
+            weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, h, Nq, Nk]
+            o = weights @ v
+            attn = weights.mean(dim=1)  # head-averaged, [B, Nq, Nk]
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(B, Nq, C)), attn
+
+
+class AttentionPool(nn.Module):
+    """The ``clip_projector`` (§1.6): one query = LayerNorm(mean of all tokens, cls included) attends
+    to LayerNorm'd tokens; no residual, no MLP. ``[B, N, C] -> [B, out_dim]``.
+
+    ``return_attn=True`` also returns the head-averaged attention of the query ``[B, N]`` over all N
+    keys (cls included), used by attention-guided masking (teachers, §5.2).
+    """
+
+    def __init__(self, dim: int, num_heads: int, out_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.norm1_q = nn.LayerNorm(dim, eps=eps)
+        self.norm1_k = nn.LayerNorm(dim, eps=eps)
+        self.norm1_v = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = CrossAttention(dim, num_heads, out_dim, qkv_bias=True)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        q = self.norm1_q(x.mean(dim=1, keepdim=True))
+        out, attn = self.cross_attn(q, self.norm1_k(x), self.norm1_v(x), return_attn=return_attn)
+        out = out.squeeze(1)
+        if return_attn:
+            return out, attn[:, 0]
+        return out
+
+
+class LinearDecoder(nn.Module):
+    """``l2(LayerNorm(Linear(x)))`` (official ``Linear_Decoder``; eps 1e-5)."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm_type: str = "l2"):
+        super().__init__()
+        self.head = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim, eps=1e-5)
+        self.norm_type = _check_norm_type(norm_type)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _maybe_l2(self.norm(self.head(x)), self.norm_type)
+
+
+class MLPDecoder(nn.Module):
+    """``l2(LayerNorm(Linear(GELU(Linear(x)))))`` (official ``MLP_Decoder``; exact GELU)."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm_type: str = "l2"):
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
+        self.norm = nn.LayerNorm(out_dim, eps=1e-5)
+        self.norm_type = _check_norm_type(norm_type)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _maybe_l2(self.norm(self.head(x)), self.norm_type)
+
+
+DECODERS = {"linear": LinearDecoder, "mlp": MLPDecoder}
+
+
+def _check_norm_type(norm_type: str) -> str:
+    if norm_type not in ("l2", "none"):
+        raise ValueError(f"decoder norm type must be 'l2' or 'none', got {norm_type!r}")
+    return norm_type
+
+
+def _maybe_l2(x: torch.Tensor, norm_type: str) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True) if norm_type == "l2" else x
+
+
+def trunc_normal_(t: torch.Tensor, std: float = 0.02) -> torch.Tensor:
+    """Truncated normal in [-2std, 2std] (timm's default bounds are +-2 absolute; with std 0.02 the
+    difference is immaterial)."""
+    return nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """Official init (§1.7): trunc-normal(0.02) Linear weights, zero biases, LayerNorm (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def rescale_blocks(blocks: nn.ModuleList) -> None:
+    """``fix_init_weight``: divide attn.proj and mlp.fc2 weights of block i (1-based) by sqrt(2i)."""
+    with torch.no_grad():
+        for i, blk in enumerate(blocks, start=1):
+            blk.attn.proj.weight.div_(math.sqrt(2.0 * i))
+            blk.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
