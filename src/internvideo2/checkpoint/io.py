@@ -156,8 +156,10 @@ def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, orig_num_
     target = model.state_dict()
     cfg = getattr(model, "cfg", None)
     out = dict(sd)
-    tubelet = getattr(cfg, "tubelet_size", 1)
-    hint_t = orig_num_frames // tubelet if orig_num_frames else None
+    # the checkpoint's own temporal patch size turns its frame count into a token count
+    kernel = sd.get("patch_embed.proj.weight")
+    tubelet = kernel.shape[2] if kernel is not None and kernel.ndim == 5 else getattr(cfg, "tubelet_size", 1)
+    hint_t = max(orig_num_frames // tubelet, 1) if orig_num_frames else None
     patch = getattr(cfg, "patch_size", 14)
     hint_hw = (orig_img_size // patch,) * 2 if orig_img_size else None
     for key, value in sd.items():

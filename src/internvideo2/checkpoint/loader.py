@@ -1,6 +1,7 @@
 """``load_model``: one entry point for our saved folders and official checkpoint files."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -77,13 +78,9 @@ def load_model(source: str | os.PathLike | Mapping, *, model_type: str | None = 
         strip = ("module.", "backbone.", "encoder.") if det.kind == "classifier" else ()
         if num_frames or img_size:
             vis = config if model_type == "vision" else config.vision
+            orig_num_frames, orig_img_size = orig_num_frames or vis.num_frames, orig_img_size or vis.img_size
             vis = vis.replace(**{k: v for k, v in (("num_frames", num_frames), ("img_size", img_size)) if v})
-            if model_type == "vision":
-                config = vis
-            else:
-                config.vision = vis
-            orig_num_frames = orig_num_frames or (det.config.num_frames if model_type == "vision"
-                                                  else det.config.vision.num_frames)
+            config = vis if model_type == "vision" else dataclasses.replace(config, vision=vis)
 
     # discard what the caller named, then select the sub-model's keys
     dropped = [k for k in sd if matches(k, drop)]
