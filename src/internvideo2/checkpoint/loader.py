@@ -101,7 +101,7 @@ def load_model(source: str | os.PathLike | Mapping, *, model_type: str | None = 
     model = build_model(model_type, config)
     report = load_state_dict_strict(model, sd, allow_missing=allow_missing, orig_num_frames=orig_num_frames,
                                     orig_img_size=orig_img_size, center_inflate=center_inflate, source=name)
-    report.dropped = dropped + report.dropped
+    report.dropped = {k: "named by the caller" for k in dropped} | report.dropped
     model.load_report = report
     model.eval()
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)

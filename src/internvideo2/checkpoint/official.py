@@ -124,7 +124,15 @@ OFFICIAL_CLASSES: dict[str, OfficialFormat] = {
             kind="videomae", return_layer=kw.get("mae_return_layer", 1),
             return_interval=kw.get("mae_return_interval", 1), norm_type=kw.get("mae_norm_type", "l2")),
         strip=("encoder.",)),
+    "multi_modality/models/internvideo2_stage2_visual.py :: InternVideo2_Stage2_visual": OfficialFormat(
+        "stage2", lambda kw: _stage2_config(kw)),
 }
+
+
+def _stage2_config(official: Mapping[str, Any]):
+    from ..models.stage2 import stage2_config_from_official
+
+    return stage2_config_from_official(dict(official))
 
 
 # --------------------------------------------------------------------------------------------------

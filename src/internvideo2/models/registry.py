@@ -15,6 +15,7 @@ _MODEL_TYPES: dict[str, str] = {
     "classifier": "internvideo2.models.variants:InternVideo2Classifier",
     "pretrain": "internvideo2.models.variants:InternVideo2Pretrain",
     "teacher": "internvideo2.models.variants:TeacherModel",
+    "stage2": "internvideo2.models.stage2:InternVideo2Stage2",
 }
 
 

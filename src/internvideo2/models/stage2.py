@@ -1,0 +1,297 @@
+"""The stage-2 video-text model (official ``InternVideo2_Stage2_visual``, spec §4.1) and its training
+objective: VTC + VTM + MLM (+ optional UTA), with training-time token masking of videos and images.
+
+Keys: ``vision_encoder.*`` (:class:`InternVideo2Pretrain`), ``text_encoder.bert.*`` /
+``text_encoder.cls.*`` (BERT fusion encoder with MLM head), ``vision_proj.*``, ``text_proj.*``,
+``temp``, ``itm_head.*`` — exactly the released ``InternVideo2-stage2_1b-224p-f4.pt`` layout.
+
+Video tensors are ``[B, 3, T, H, W]`` (channels before time) like every model of this package; a
+single frame (T = 1) takes the image path.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .config import PretrainConfig, VisionConfig
+from .text import BertConfig, BertForMaskedLM
+from .variants import InternVideo2Pretrain
+
+
+@dataclass
+class Stage2Config:
+    """Stage-2 model and objective.
+
+    Attributes:
+        vision: the vision encoder (stage-2 :class:`PretrainConfig`; its ``clip_decoder`` heads exist
+            in the released checkpoints and are only used by UTA).
+        text: BERT fusion encoder; ``fusion_layer`` splits text-only layers from cross-attention layers
+            and ``encoder_width`` must equal the vision width.
+        embed_dim: width of the contrastive space (``vision_proj`` / ``text_proj`` outputs).
+        temp: initial temperature (clamped to ``[temp_min, temp_max]`` at every training step).
+        max_txt_len: text length for tokenisation.
+        vocab: tokenizer vocabulary file; ``"default"`` is the uncased BERT vocab of the MiniLM package.
+        add_sep: append [SEP] (off for the official tokenizer, on for MiniLM-initialised text towers).
+        video_mask_ratio / image_mask_ratio: training-time random masking of vision tokens (0.8 / 0.5).
+        video_mask_type: ``"random"`` or ``"tube"``.
+        loss_vtc, loss_vtm, loss_mlm, loss_uta: loss weights (released: 1, 1, 1, 0).
+        vtm_hard_neg: sample VTM negatives from the similarities.
+        mlm_prob: MLM masking probability (released: 0.5).
+        vtm_batch / mlm_batch: run VTM / MLM on the first N samples of the local batch only (None = all);
+            a compute saver for CPU-scale training, off in the official recipe.
+        freeze_text_layers: freeze the word embeddings and the first N text layers (0 = train all).
+        freeze_vision: freeze the vision encoder.
+    """
+
+    vision: PretrainConfig = field(default_factory=lambda: PretrainConfig(
+        vision=VisionConfig(num_frames=4), clip_return_layer=6, clip_teacher_embed_dim=3200,
+        sep_image_video_pos_embed=True))
+    text: BertConfig = field(default_factory=lambda: BertConfig(hidden_size=1024, num_hidden_layers=24,
+                                                                num_attention_heads=16, intermediate_size=4096,
+                                                                fusion_layer=19, encoder_width=1408))
+    embed_dim: int = 512
+    temp: float = 0.07
+    temp_min: float = 0.001
+    temp_max: float = 0.5
+    max_txt_len: int = 32
+    vocab: str = "default"
+    add_sep: bool = False
+    video_mask_ratio: float = 0.8
+    image_mask_ratio: float = 0.5
+    video_mask_type: str = "random"
+    loss_vtc: float = 1.0
+    loss_vtm: float = 1.0
+    loss_mlm: float = 1.0
+    loss_uta: float = 0.0
+    vtm_hard_neg: bool = True
+    mlm_prob: float = 0.5
+    vtm_batch: int | None = None
+    mlm_batch: int | None = None
+    freeze_text_layers: int = 0
+    freeze_vision: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.vision, dict):
+            self.vision = PretrainConfig(**self.vision)
+        if isinstance(self.text, dict):
+            self.text = BertConfig(**self.text)
+        if self.text.encoder_width != self.vision.vision.embed_dim:
+            raise ConfigError("text.encoder_width", f"{self.text.encoder_width} must equal the vision width "
+                                                    f"{self.vision.vision.embed_dim} (BERT cross-attends to vision tokens)")
+        if self.text.fusion_layer >= self.text.num_hidden_layers and (self.loss_vtm or self.loss_mlm):
+            raise ConfigError("text.fusion_layer", "VTM/MLM need at least one cross-attention layer")
+        if not 0 <= self.freeze_text_layers <= self.text.fusion_layer:
+            raise ConfigError("freeze_text_layers", f"must be in [0, fusion_layer={self.text.fusion_layer}]")
+        if self.video_mask_type not in ("random", "tube"):
+            raise ConfigError("video_mask_type", "must be 'random' or 'tube'")
+        for name in ("video_mask_ratio", "image_mask_ratio", "mlm_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(name, "must be in [0, 1)")
+
+
+class InternVideo2Stage2(nn.Module):
+    """Vision encoder + BERT fusion encoder + projections + ITM head.
+
+    ``forward(video [B,3,T,H,W], input_ids [B,L], attention_mask [B,L], idx [B])`` returns the weighted
+    losses; ``encode_vision`` / ``encode_text`` / ``itm_scores`` are the evaluation path.
+    """
+
+    model_type = "stage2"
+    config_class = Stage2Config
+
+    def __init__(self, cfg: Stage2Config):
+        super().__init__()
+        self.config = cfg
+        self.vision_encoder = InternVideo2Pretrain(cfg.vision)
+        self.text_encoder = BertForMaskedLM(cfg.text)
+        self.vision_proj = nn.Linear(cfg.vision.vision.clip_embed_dim, cfg.embed_dim)
+        self.text_proj = nn.Linear(cfg.text.hidden_size, cfg.embed_dim)
+        self.temp = nn.Parameter(torch.tensor(cfg.temp))
+        self.itm_head = nn.Linear(cfg.text.hidden_size, 2)
+        self._tokenizer = None
+        self.apply_freezing()
+
+    # ------------------------------------------------------------------ setup
+    def apply_freezing(self) -> None:
+        cfg = self.config
+        if cfg.freeze_vision:
+            self.vision_encoder.requires_grad_(False)
+        if cfg.freeze_text_layers:
+            bert = self.text_encoder.bert
+            bert.embeddings.requires_grad_(False)
+            for i in range(cfg.freeze_text_layers):
+                bert.encoder.layer[i].requires_grad_(False)
+
+    @property
+    def tokenizer(self):
+        """The :class:`~internvideo2.models.tokenizer.TextTokenizer` this model was trained with."""
+        if self._tokenizer is None:
+            from .tokenizer import TextTokenizer, default_vocab_path
+
+            vocab = default_vocab_path() if self.config.vocab == "default" else self.config.vocab
+            self._tokenizer = TextTokenizer(vocab, self.config.max_txt_len, add_sep=self.config.add_sep)
+        return self._tokenizer
+
+    def no_weight_decay(self) -> set[str]:
+        return {"temp"} | {"vision_encoder." + n for n in self.vision_encoder.no_weight_decay()}
+
+    def get_layer_id(self, name: str) -> int:
+        if name.startswith("vision_encoder."):
+            return self.vision_encoder.get_layer_id(name[len("vision_encoder."):])
+        return self.vision_encoder.num_layers + 1
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.vision_encoder.set_grad_checkpointing(enable)
+        self.text_encoder.bert.set_gradient_checkpointing(enable)
+
+    # ------------------------------------------------------------------ encoders
+    def encode_vision(self, video: Tensor, mask: Tensor | None = None):
+        """``[B,3,T,H,W] -> (tokens [B, 1+N_vis, C], pooled [B, clip_embed_dim], output)``."""
+        out = self.vision_encoder(video, mask=mask)
+        return out.tokens, out.pooled, out
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Text-only layers: ``(hidden [N, L, H], cls [N, H])``; the text feature is the [CLS] state
+        after ``fusion_layer`` layers (spec §3.1)."""
+        h = self.text_encoder.bert(input_ids, attention_mask, mode="text")
+        return h, h[:, 0]
+
+    def vision_feature(self, pooled: Tensor) -> Tensor:
+        return F.normalize(self.vision_proj(pooled), dim=-1)
+
+    def text_feature(self, text_cls: Tensor) -> Tensor:
+        return F.normalize(self.text_proj(text_cls), dim=-1)
+
+    def itm_logits(self, vision_tokens: Tensor, text_hidden: Tensor, text_atts: Tensor) -> Tensor:
+        """ITM logits ``[N, 2]`` for aligned rows of vision tokens and text hidden states."""
+        h = self.text_encoder.bert(encoder_embeds=text_hidden, attention_mask=text_atts,
+                                   encoder_hidden_states=vision_tokens, mode="fusion")
+        return self.itm_head(h[:, 0])
+
+    @torch.no_grad()
+    def encode_video(self, video: Tensor):
+        """Normalised video embeddings ``[B, embed_dim]`` (raw uint8 frames or normalised float video)."""
+        x = self.vision_encoder.prepare_video(video)
+        _, pooled, _ = self.encode_vision(x)
+        return self.vision_feature(pooled)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        """Normalised text embeddings ``[N, embed_dim]``."""
+        tok = self.tokenizer(list(texts))
+        dev = self.temp.device
+        _, cls = self.encode_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev))
+        return self.text_feature(cls)
+
+    # ------------------------------------------------------------------ training
+    def make_mask(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+        """Random (or tube) token mask for a training batch: video ratio 0.8, image ratio 0.5."""
+        from ..train.masking import random_mask, tube_mask
+
+        cfg = self.config
+        B, _, T, H, W = video.shape
+        v = cfg.vision.vision
+        t_tokens, side_h, side_w = T // v.tubelet_size, H // v.patch_size, W // v.patch_size
+        is_image = T == 1
+        ratio = cfg.image_mask_ratio if is_image else cfg.video_mask_ratio
+        if ratio <= 0:
+            return None
+        if cfg.video_mask_type == "tube" and not is_image:
+            mask = tube_mask(B, t_tokens, side_h * side_w, ratio, generator)
+        else:
+            mask = random_mask(B, t_tokens * side_h * side_w, ratio, generator)
+        return mask.to(video.device)
+
+    def forward(self, video: Tensor, input_ids: Tensor, attention_mask: Tensor, idx: Tensor,
+                gather: Callable[[Tensor], Tensor] | None = None, generator: torch.Generator | None = None,
+                mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Weighted training losses ``{loss_vtc, loss_vtm, loss_mlm, (loss_uta), loss}``.
+
+        ``gather`` is a differentiable all-gather for VTC over the global batch (None: local batch);
+        ``generator`` drives masking, hard-negative and MLM sampling (pass a seeded one for
+        reproducible runs); ``mask`` overrides the random token mask.
+        """
+        from ..train.losses import mlm_loss, vtc_loss, vtm_loss
+
+        cfg = self.config
+        with torch.no_grad():
+            self.temp.clamp_(cfg.temp_min, cfg.temp_max)
+        if mask is None and self.training:
+            mask = self.make_mask(video, generator)
+        vis_tokens, pooled, _ = self.encode_vision(video, mask)
+        text_hidden, text_cls = self.encode_text(input_ids, attention_mask)
+        v_feat, t_feat = self.vision_proj(pooled), self.text_proj(text_cls)
+        losses: dict[str, Tensor] = {}
+        if cfg.loss_vtc:
+            losses["loss_vtc"] = cfg.loss_vtc * vtc_loss(v_feat, t_feat, idx, self.temp, gather)
+        if cfg.loss_vtm:
+            n = cfg.vtm_batch or video.shape[0]
+            loss, _, _ = vtm_loss(self.text_encoder.bert, self.itm_head, vis_tokens[:n], text_hidden[:n],
+                                  attention_mask[:n], v_feat[:n], t_feat[:n], idx[:n], self.temp,
+                                  hard_neg=cfg.vtm_hard_neg, generator=generator)
+            losses["loss_vtm"] = cfg.loss_vtm * loss
+        if cfg.loss_mlm:
+            n = cfg.mlm_batch or video.shape[0]
+            losses["loss_mlm"] = cfg.loss_mlm * mlm_loss(self.text_encoder, input_ids[:n], attention_mask[:n],
+                                                         vis_tokens[:n], cfg.mlm_prob, generator)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+
+# --------------------------------------------------------------------------------------------------
+# Official configs -> ours
+# --------------------------------------------------------------------------------------------------
+_VISION_PRESET_BY_NAME = {"pretrain_internvideo2_1b_patch14_224": "internvideo2-1b",
+                          "pretrain_internvideo2_6b_patch14_224": "internvideo2-6b"}
+
+
+def stage2_config_from_official(official: dict[str, Any]) -> Stage2Config:
+    """Official stage-2 config (the ``config`` dict of ``InternVideo2_Stage2_visual``, with the BERT
+    JSON under ``bert_config``) -> :class:`Stage2Config`.
+
+    ``official`` = ``{"config": {...model/criterion...}, "bert_config": {...}}``. The vision preset comes
+    from ``vision_encoder.name``; sizes may be overridden by ``tiny_*`` fields (the fixtures' stand-in).
+    """
+    from .config import vision_config
+
+    cfg = official["config"]
+    m, crit = cfg["model"], cfg.get("criterion", {})
+    ve = m["vision_encoder"]
+    preset = _VISION_PRESET_BY_NAME.get(ve.get("name", ""), "internvideo2-1b")
+    over = dict(img_size=ve.get("img_size", 224), num_frames=ve.get("num_frames", 4),
+                tubelet_size=ve.get("tubelet_size", 1), patch_size=ve.get("patch_size", 14),
+                clip_embed_dim=ve.get("clip_embed_dim", 768),
+                act="gelu_tanh" if ve.get("use_fused_mlp", True) else "gelu")
+    for k in ("embed_dim", "depth", "num_heads", "mlp_ratio"):
+        if f"tiny_{k}" in ve:
+            over[k] = ve[f"tiny_{k}"]
+    vis = PretrainConfig(vision=vision_config(preset, **over),
+                         clip_teacher_embed_dim=ve.get("clip_teacher_embed_dim", 3200),
+                         clip_teacher_final_dim=ve.get("clip_teacher_final_dim", 768),
+                         clip_return_layer=ve.get("clip_return_layer", 1),
+                         clip_return_interval=ve.get("clip_student_return_interval", 1),
+                         clip_norm_type=ve.get("clip_norm_type", "l2"),
+                         sep_image_video_pos_embed=ve.get("sep_image_video_pos_embed", False))
+    bert = dict(official["bert_config"])
+    bert["fusion_layer"] = m["text_encoder"].get("fusion_layer", bert.get("fusion_layer"))
+    if not m.get("multimodal", {}).get("enable", True):
+        bert["fusion_layer"] = bert["num_hidden_layers"]
+    bert["encoder_width"] = vis.vision.embed_dim
+    w = crit.get("loss_weight", {})
+    return Stage2Config(
+        vision=vis, text=BertConfig.from_dict(bert), embed_dim=m.get("embed_dim", 512), temp=m.get("temp", 0.07),
+        video_mask_ratio=ve.get("video_mask_ratio", 0.8), image_mask_ratio=ve.get("image_mask_ratio", 0.5),
+        video_mask_type=ve.get("video_mask_type", "random") if ve.get("video_mask_type") in ("random", "tube")
+        else "random",
+        loss_vtc=w.get("vtc", 1.0), loss_vtm=w.get("vtm", 1.0), loss_mlm=w.get("mlm", 1.0), loss_uta=w.get("uta", 0.0),
+        vtm_hard_neg=crit.get("vtm_hard_neg", True), mlm_prob=crit.get("mlm_masking_prob", 0.5))
+
+
+def replace(cfg: Stage2Config, **kw) -> Stage2Config:
+    return dataclasses.replace(cfg, **kw)

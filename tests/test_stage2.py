@@ -1,0 +1,103 @@
+"""The stage-2 video-text model: training losses, masking, freezing, saving, text path."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import internvideo2
+from internvideo2.errors import ConfigError
+from internvideo2.models import PretrainConfig, vision_config
+from internvideo2.models.stage2 import InternVideo2Stage2, Stage2Config
+from internvideo2.models.text import BertConfig
+
+
+def tiny_cfg(**kw) -> Stage2Config:
+    vis = PretrainConfig(vision=vision_config("tiny"), clip_teacher_embed_dim=32, clip_teacher_final_dim=16)
+    text = BertConfig(vocab_size=500, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                      intermediate_size=96, max_position_embeddings=16, fusion_layer=2, encoder_width=96)
+    return Stage2Config(vision=vis, text=text, embed_dim=24, max_txt_len=12, **kw)
+
+
+def batch(B=4, L=10):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(200, 500, (B, L), generator=g)
+    ids[:, 0] = 101
+    att = torch.ones(B, L, dtype=torch.long)
+    att[0, 7:] = 0
+    ids[0, 7:] = 0
+    return torch.randn(B, 3, 4, 56, 56, generator=g), ids, att, torch.arange(B)
+
+
+def test_training_losses_and_gradients():
+    torch.manual_seed(0)
+    m = InternVideo2Stage2(tiny_cfg()).train()
+    video, ids, att, idx = batch()
+    out = m(video, ids, att, idx, generator=torch.Generator().manual_seed(0))
+    assert set(out) == {"loss_vtc", "loss_vtm", "loss_mlm", "loss"}
+    assert all(torch.isfinite(v) for v in out.values())
+    out["loss"].backward()
+    assert m.itm_head.weight.grad is not None and m.vision_encoder.blocks[0].attn.qkv.weight.grad is not None
+    assert m.text_encoder.bert.encoder.layer[2].crossattention.self.key.weight.grad is not None
+
+
+def test_training_is_reproducible_with_a_generator():
+    torch.manual_seed(0)
+    m = InternVideo2Stage2(tiny_cfg()).train()
+    m.text_encoder.eval()  # no dropout: only the generator drives randomness
+    video, ids, att, idx = batch()
+    a = m(video, ids, att, idx, generator=torch.Generator().manual_seed(5))
+    b = m(video, ids, att, idx, generator=torch.Generator().manual_seed(5))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_masking_ratios_video_and_image():
+    m = InternVideo2Stage2(tiny_cfg()).train()
+    g = torch.Generator().manual_seed(0)
+    vmask = m.make_mask(torch.zeros(2, 3, 4, 56, 56), g)
+    assert vmask.shape == (2, 65) and (vmask[:, 1:].sum(1) == int(0.8 * 64)).all()
+    imask = m.make_mask(torch.zeros(2, 3, 1, 56, 56), g)
+    assert imask.shape == (2, 17) and (imask[:, 1:].sum(1) == 8).all()
+    video, ids, att, idx = batch()
+    out = m(video[:, :, :1], ids, att, idx, generator=g)  # images train too
+    assert torch.isfinite(out["loss"])
+
+
+def test_temperature_is_clamped_in_training():
+    m = InternVideo2Stage2(tiny_cfg()).train()
+    with torch.no_grad():
+        m.temp.fill_(3.0)
+    m(*batch())
+    assert m.temp.item() == pytest.approx(0.5)
+
+
+def test_freezing_text_layers_and_vision():
+    m = InternVideo2Stage2(tiny_cfg(freeze_text_layers=1, freeze_vision=True))
+    bert = m.text_encoder.bert
+    assert not bert.embeddings.word_embeddings.weight.requires_grad
+    assert not any(p.requires_grad for p in bert.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in bert.encoder.layer[1].parameters())
+    assert not any(p.requires_grad for p in m.vision_encoder.parameters())
+    with pytest.raises(ConfigError, match="freeze_text_layers"):
+        tiny_cfg(freeze_text_layers=3)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="encoder_width"):
+        Stage2Config(vision=tiny_cfg().vision, text=BertConfig(hidden_size=48, num_attention_heads=4,
+                                                               fusion_layer=2, num_hidden_layers=3,
+                                                               encoder_width=64))
+
+
+def test_save_and_load_round_trip_with_tied_weights(tmp_path):
+    torch.manual_seed(0)
+    m = InternVideo2Stage2(tiny_cfg()).eval()
+    internvideo2.save_pretrained(m, tmp_path / "s2")
+    m2 = internvideo2.load_model(tmp_path / "s2")
+    assert m2.text_encoder.cls.predictions.decoder.weight is m2.text_encoder.bert.embeddings.word_embeddings.weight
+    video, ids, att, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(m2.encode_video(video), m.encode_video(video), rtol=0, atol=0)
+        a = m.text_feature(m.encode_text(ids, att)[1])
+        b = m2.text_feature(m2.encode_text(ids, att)[1])
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
