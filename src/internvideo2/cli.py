@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"internvideo2 {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    args = parser.parse_args(rest)
+    # intermixed: options may follow positional overrides (``train cfg.yaml a=1 --smoke``)
+    args = parser.parse_intermixed_args(rest)
     return int(module.run(args) or 0)
 
 

@@ -1,0 +1,932 @@
+"""The training engine: one loop for every recipe, on one process or under ``torchrun``.
+
+Usage::
+
+    from internvideo2.train.config import load_config
+    from internvideo2.train.engine import Trainer
+    summary = Trainer(load_config("configs/tiny/engine.yaml")).fit()
+
+What it does per optimizer step (see docs/training.md):
+
+1. set every group's lr to ``schedule(step) * lr_scale``;
+2. for each of ``grad_accum`` micro-batches: ``task.training_step`` under autocast (bf16 on CUDA), then
+   ``backward(loss / grad_accum)``; gradient sync (DDP all-reduce / FSDP2 reduce-scatter) only on the last
+   micro-step;
+3. global gradient norm (clipped to ``optim.grad_clip`` when > 0);
+4. one small all-reduce carries the loss terms, a non-finite flag and a stop request, so every rank takes
+   the same decision: a non-finite loss or gradient norm skips the optimizer step (counted); too many in a
+   row raise :class:`TrainingDiverged`;
+5. logging (JSONL, TensorBoard, progress bar), periodic evaluation and checkpoints.
+
+Strategies: ``none`` (one process), ``ddp``, ``fsdp2`` (``fully_shard`` on ``task.fsdp_units(model)`` then the
+root; checkpoints gather full state dicts on rank 0 through ``torch.distributed.checkpoint.state_dict``),
+``deepspeed`` (optional; ZeRO 0-2, native DeepSpeed checkpoint folders).
+
+Exact resume: data order is a function of (seed, epoch), augmentation of (seed, epoch, index), the
+schedule of the step; checkpoints hold model, optimizer, RNG states of every rank, the data position
+and the logging window, so a resumed CPU run reproduces the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from internvideo2.errors import CheckpointError, ConfigError
+from internvideo2.train import checkpoint as ckpt
+from internvideo2.train import distributed as D
+from internvideo2.train.config import BatchPlan, RunConfig, config_to_dict, dump_config, resolve_batch
+from internvideo2.train.data import GlobalBatchSampler, worker_init_fn
+from internvideo2.train.optim import build_optimizer, build_param_groups, build_schedule, lr_scale_factor
+from internvideo2.train.tasks import StepContext, Task, get_task
+
+log = logging.getLogger("internvideo2.train.engine")
+
+__all__ = ["Trainer", "TrainingDiverged", "Callback", "train"]
+
+# config sections that may change between a run and its resumption without breaking exactness
+_RESUME_FREE = ("checkpoint", "log", "meta", "smoke", "output_dir", "train.num_workers", "dist.timeout_s")
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after ``guards.max_consecutive_nonfinite`` skipped steps in a row."""
+
+
+class Callback:
+    """Optional hooks; every method receives the Trainer. Useful for tests and custom logging."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_after_backward(self, trainer: "Trainer") -> None: ...  # before clipping and the optimizer step
+    def on_step_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...  # record: this step
+    def on_train_end(self, trainer: "Trainer", summary: dict[str, Any]) -> None: ...
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    if torch.is_tensor(x):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_device(v, device) for v in x)
+    return x
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return rss_kb / 1024 * (1 / 1024 if sys.platform == "darwin" else 1), "max_rss"
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+class Trainer:
+    """Runs ``cfg`` (a validated RunConfig). ``task`` overrides the registry lookup (handy in tests)."""
+
+    def __init__(self, cfg: RunConfig, task: Task | None = None, callbacks: list[Callback] | tuple = ()):
+        self.cfg = cfg
+        self.task = task
+        self.callbacks = list(callbacks)
+        self.step = 0  # optimizer steps completed
+        self.epoch = 0
+        self.step_in_epoch = 0  # optimizer steps completed in the current epoch
+        self.skipped_total = 0
+        self.consecutive_nonfinite = 0
+        self.samples_seen = 0
+        self._stop_requested = False
+        self._window: dict[str, float] = defaultdict(float)
+        self.history: list[dict[str, Any]] = []
+        self.last_eval: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------------------
+    # setup
+    # ------------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Everything before the loop; every config problem surfaces here as a ConfigError."""
+        cfg = self.cfg
+        strategy = cfg.dist.strategy
+        self.info = D.init_distributed(
+            cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s, require_group=strategy == "deepspeed"
+        )
+        world, dev = self.info.world_size, self.info.device
+        if strategy == "auto":
+            strategy = "ddp" if world > 1 else "none"
+        if strategy == "none" and world > 1:
+            raise ConfigError("dist.strategy", f"'none' cannot run on {world} processes; use ddp or fsdp2")
+        if strategy in ("ddp", "fsdp2") and world == 1:
+            log.info("dist.strategy=%s on one process: running unwrapped", strategy)
+            strategy = "none"
+        if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("dist.strategy", "deepspeed is not installed (pip install deepspeed)")
+        self.strategy = strategy
+        precision = cfg.train.precision
+        if precision == "auto":
+            precision = "bf16" if dev.type == "cuda" else "fp32"
+        if precision == "bf16" and dev.type == "cpu":
+            log.warning("bf16 autocast on CPU is much slower than fp32 here; use train.precision=fp32")
+        self.precision = precision
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        if cfg.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "log.tensorboard",
+                "the tensorboard package is not installed "
+                "(pip install 'internvideo2[train]' or set log.tensorboard=false)",
+            )
+        if cfg.log.plot and importlib.util.find_spec("matplotlib") is None:
+            raise ConfigError(
+                "log.plot",
+                "matplotlib is not installed (pip install 'internvideo2[train]' or set log.plot=false)",
+            )
+        self.plan: BatchPlan = resolve_batch(cfg.train, world)
+        if self.task is None:
+            self.task = get_task(cfg.task.name, cfg.task.module)
+        self.task.validate(cfg)
+
+        # model and data: identical on every rank (FSDP2 does not broadcast)
+        self._seed_all(cfg.train.seed)
+        model = self.task.build_model(cfg)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"task {cfg.task.name!r}: build_model must return an nn.Module, got {type(model)}"
+            )
+        if cfg.train.grad_checkpointing:
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise ConfigError(
+                    "train.grad_checkpointing",
+                    f"{type(model).__name__} has no set_grad_checkpointing(enable)",
+                )
+            model.set_grad_checkpointing(True)
+        self.dataset = self.task.build_train_dataset(cfg)
+        n = len(self.dataset)
+        self.steps_per_epoch = int(self._sampler(0, 0).steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                "train.global_batch_size",
+                f"{self.plan.global_batch_size} is larger than the dataset ({n} samples)",
+            )
+        if cfg.train.max_steps is not None:
+            self.total_steps = int(cfg.train.max_steps)
+        else:
+            self.total_steps = max(1, int(round(cfg.train.epochs * self.steps_per_epoch)))
+        self.lr_scale = lr_scale_factor(
+            cfg.optim.lr_scaling, self.plan.global_batch_size, cfg.data.num_sample, cfg.optim.lr_scaling_base
+        )
+        self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch, self.lr_scale)
+
+        # layer ids and weight-decay exclusions come from the bare model, before wrapping renames anything
+        lid = self.task.param_group_fn(model, cfg)
+        if cfg.optim.layer_decay != 1.0 and lid is None:
+            raise ConfigError(
+                "optim.layer_decay",
+                f"{type(model).__name__} provides no layer ids "
+                "(get_num_layers/get_layer_id); set optim.layer_decay=1",
+            )
+        layer_id, num_layers = lid if (lid is not None and cfg.optim.layer_decay != 1.0) else (None, None)
+        no_wd = self.task.no_weight_decay(model) | set(cfg.optim.no_weight_decay)
+
+        model.to(dev)
+        self.unwrapped = model
+        self.model = self._wrap(model)
+        groups = build_param_groups(
+            self.unwrapped.named_parameters(),
+            cfg.optim.weight_decay,
+            cfg.optim.layer_decay,
+            layer_id,
+            num_layers,
+            no_wd,
+        )
+        if not groups:
+            raise ConfigError(
+                "task.name", f"task {cfg.task.name!r} built a model without trainable parameters"
+            )
+        self.group_names = [g["group_name"] for g in groups]
+        optimizer = build_optimizer(groups, self.schedule(0), cfg.optim.betas, cfg.optim.eps)
+        if self.strategy == "deepspeed":
+            self.model, self.optimizer = self._deepspeed_init(model, optimizer)
+        else:
+            self.optimizer = optimizer
+        self.out_dir = Path(cfg.output_dir)
+        self.ckpt_dir = cfg.checkpoint_dir
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_bytes(
+                self.out_dir / "config.yaml", lambda f: f.write(dump_config(cfg).encode())
+            )
+        D.barrier()
+        log.info(
+            "task %s: %d samples, %d steps/epoch, %d steps, batch %d = %d x %d ranks x %d accum, "
+            "strategy %s, precision %s, lr scale %.4g",
+            cfg.task.name,
+            n,
+            self.steps_per_epoch,
+            self.total_steps,
+            self.plan.global_batch_size,
+            self.plan.batch_size,
+            world,
+            self.plan.grad_accum,
+            self.strategy,
+            self.precision,
+            self.lr_scale,
+        )
+
+    def _seed_all(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            dev = self.info.device
+            return DDP(
+                model,
+                device_ids=[dev] if dev.type == "cuda" else None,
+                find_unused_parameters=self.cfg.dist.find_unused_parameters,
+            )
+        if self.strategy == "fsdp2":
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = init_device_mesh(self.info.device.type, (self.info.world_size,))
+            for unit in self.task.fsdp_units(model):
+                fully_shard(unit, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            return model
+        return model
+
+    def _deepspeed_init(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        import deepspeed  # optional dependency, imported only for this strategy
+
+        cfg = self.cfg
+        ds_config = {
+            "train_batch_size": self.plan.global_batch_size,
+            "train_micro_batch_size_per_gpu": self.plan.batch_size,
+            "gradient_accumulation_steps": self.plan.grad_accum,
+            "gradient_clipping": cfg.optim.grad_clip,
+            "zero_optimization": {"stage": cfg.dist.zero_stage},
+            "bf16": {"enabled": self.precision == "bf16"},
+            "steps_per_print": 2**31 - 1,
+            "zero_allow_untested_optimizer": True,
+        }
+        engine, ds_opt, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+        self.ds_engine = engine
+        return engine, ds_opt
+
+    # ------------------------------------------------------------------------------------------------------
+    # data
+    # ------------------------------------------------------------------------------------------------------
+    def _loader(self, epoch: int, start_step: int):
+        cfg = self.cfg
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        sampler = self._sampler(epoch, start_step)
+        # a private generator keeps DataLoader from drawing worker seeds from the global RNG, which would
+        # make the global RNG stream depend on where an epoch was (re)started
+        gen = torch.Generator().manual_seed(cfg.train.seed * 1000003 + epoch)
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.train.num_workers,
+            collate_fn=self.task.collate or torch.utils.data.default_collate,
+            pin_memory=self.info.device.type == "cuda",
+            worker_init_fn=worker_init_fn,
+            generator=gen,
+            persistent_workers=False,
+        )
+
+    def _sampler(self, epoch: int, start_step: int):
+        cfg = self.cfg
+        custom = self.task.build_batch_sampler(
+            cfg, self.dataset, self.plan, self.info.rank, epoch, start_step
+        )
+        if custom is not None:
+            return custom
+        return GlobalBatchSampler(
+            len(self.dataset),
+            self.plan.batch_size,
+            self.info.world_size,
+            self.info.rank,
+            self.plan.grad_accum,
+            cfg.train.seed,
+            epoch,
+            cfg.data.shuffle,
+            start_step,
+        )
+
+    def _step_batches(self) -> Iterator[list[Any]]:
+        """Yields the ``grad_accum`` micro-batches of each optimizer step, crossing epochs."""
+        while True:
+            loader = self._loader(self.epoch, self.step_in_epoch)
+            it = iter(loader)
+            try:
+                for _ in range(self.step_in_epoch, self.steps_per_epoch):
+                    yield [next(it) for _ in range(self.plan.grad_accum)]
+            finally:
+                del it
+            self.epoch += 1
+            self.step_in_epoch = 0
+
+    # ------------------------------------------------------------------------------------------------------
+    # the step
+    # ------------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
+
+    def _sync_context(self, sync: bool):
+        if self.strategy == "ddp" and not sync:
+            return self.model.no_sync()
+        if self.strategy == "fsdp2":
+            self.model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+    def _set_lr(self, lr: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+
+    def _grad_norm(self) -> torch.Tensor:
+        params = [p for p in self.unwrapped.parameters() if p.grad is not None]
+        clip = self.cfg.optim.grad_clip
+        if clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=None)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=None)
+        if hasattr(norm, "full_tensor"):  # DTensor under FSDP2
+            norm = norm.full_tensor()
+        return norm.detach().float()
+
+    def _train_step(self, micro_batches: list[Any]) -> dict[str, Any]:
+        cfg, a_total = self.cfg, self.plan.grad_accum
+        lr = self.schedule(self.step)
+        self._set_lr(lr)
+        terms: dict[str, torch.Tensor] = {}
+        for a, batch in enumerate(micro_batches):
+            batch = _to_device(batch, self.info.device)
+            ctx = StepContext(
+                step=self.step,
+                epoch=self.epoch,
+                micro_step=a,
+                grad_accum=a_total,
+                rank=self.info.rank,
+                world_size=self.info.world_size,
+                device=self.info.device,
+                cfg=cfg,
+                unwrapped=self.unwrapped,
+                autocast_dtype=self.autocast_dtype,
+            )
+            with self._sync_context(a == a_total - 1):
+                with self._autocast():
+                    out = self.task.training_step(self.model, batch, ctx)
+                if not isinstance(out, dict) or "loss" not in out:
+                    raise TypeError(f"task {cfg.task.name!r}: training_step must return a dict with 'loss'")
+                loss = out["loss"]
+                if not (torch.is_tensor(loss) and loss.ndim == 0):
+                    raise TypeError(f"task {cfg.task.name!r}: 'loss' must be a scalar tensor")
+                if self.strategy == "deepspeed":
+                    self.model.backward(loss)  # DeepSpeed divides by grad_accum itself
+                else:
+                    (loss / a_total).backward()
+            for k, v in out.items():
+                v = v.detach().float().reshape(())
+                terms[k] = terms[k] + v / a_total if k in terms else v / a_total
+            if self.strategy == "deepspeed" and a < a_total - 1:
+                self.model.step()  # not a boundary: DeepSpeed only counts the micro-step
+        if self.strategy == "fsdp2":
+            self.model.set_requires_gradient_sync(True)
+        for cb in self.callbacks:
+            cb.on_after_backward(self)
+
+        keys = sorted(terms)
+        ds_stage = self.cfg.dist.zero_stage if self.strategy == "deepspeed" else None
+        if ds_stage is None:
+            grad_norm = self._grad_norm().cpu()
+        elif ds_stage == 0:  # gradients are already averaged in p.grad; DeepSpeed clips them itself
+            grads = [p.grad for p in self.unwrapped.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads).detach().float().cpu()
+        else:  # ZeRO-1/2 compute the norm inside their step
+            grad_norm = torch.tensor(0.0)
+        loss_bad = (~torch.isfinite(terms["loss"])).float()
+        vec = torch.stack(
+            [terms[k] for k in keys]
+            + [loss_bad, torch.tensor(float(self._stop_requested)).to(loss_bad.device)]
+        )
+        vec = D.all_reduce_sum(vec.to(self.info.device)).cpu().tolist()
+        w = self.info.world_size
+        means = {k: vec[i] / w for i, k in enumerate(keys)}
+        any_loss_bad, stop = vec[len(keys)] > 0, vec[len(keys) + 1] > 0
+        gnorm = float(grad_norm)
+        nonfinite = any_loss_bad or not _finite(gnorm)
+
+        if self.strategy == "deepspeed":
+            if ds_stage == 0 and nonfinite:
+                # ZeRO-0 in fp32 has no overflow check: neutralise the gradient (AdamW moments still decay)
+                for p in self.unwrapped.parameters():
+                    if p.grad is not None:
+                        p.grad.zero_()
+            self.model.step()  # ZeRO-1/2 skip the update themselves when gradients hold inf/nan
+            if ds_stage > 0:
+                gn = self.model.get_global_grad_norm()
+                gnorm = float("nan") if gn is None else float(gn)
+                nonfinite = any_loss_bad or not _finite(gnorm)
+        elif nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if nonfinite:
+            self.skipped_total += 1
+            self.consecutive_nonfinite += 1
+            if self.info.is_main:
+                what = "loss" if any_loss_bad else "gradient norm"
+                log.warning(
+                    "step %d: non-finite %s; optimizer step skipped (%d in a row, %d in total)",
+                    self.step + 1,
+                    what,
+                    self.consecutive_nonfinite,
+                    self.skipped_total,
+                )
+        else:
+            self.consecutive_nonfinite = 0
+        self.step += 1
+        self.step_in_epoch += 1
+        self.samples_seen += self.plan.global_batch_size
+        if stop:
+            self._stop_requested = True
+        rec = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "lr": lr,
+            **means,
+            "grad_norm": gnorm,
+            "skipped": bool(nonfinite),
+        }
+        if self.consecutive_nonfinite >= cfg.guards.max_consecutive_nonfinite:
+            raise TrainingDiverged(
+                f"stopped at step {self.step}: {self.consecutive_nonfinite} consecutive steps with a "
+                f"non-finite loss or gradient norm "
+                f"(guards.max_consecutive_nonfinite={cfg.guards.max_consecutive_nonfinite}); "
+                f"{self.skipped_total} skipped in total. The last checkpoint is in {self.ckpt_dir}."
+            )
+        return rec
+
+    # ------------------------------------------------------------------------------------------------------
+    # checkpoints
+    # ------------------------------------------------------------------------------------------------------
+    def _state_dicts(self) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        if self.strategy == "fsdp2":
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_state_dict(self.unwrapped, self.optimizer, options=opts)
+        return get_state_dict(self.unwrapped, self.optimizer)
+
+    def _load_state_dicts(self, model_sd: dict, optim_sd: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=self.strategy == "fsdp2", strict=True)
+        try:
+            set_model_state_dict(self.unwrapped, model_sd, options=opts)
+            set_optimizer_state_dict(self.unwrapped, self.optimizer, optim_sd, options=opts)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not match the model/optimizer: {exc}") from None
+
+    def _trainer_state(self) -> dict:
+        return {
+            "format": ckpt.FORMAT,
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "guards": {
+                "consecutive_nonfinite": self.consecutive_nonfinite,
+                "skipped_total": self.skipped_total,
+            },
+            "counters": {"samples_seen": self.samples_seen, "window": dict(self._window)},
+            "schedule": {"step": self.step, "total_steps": self.total_steps},
+            "scaler": None,
+            "world_size": self.info.world_size,
+            "strategy": self.strategy,
+            "config": config_to_dict(self.cfg),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current state (a collective: every rank must call it)."""
+        rngs = D.all_gather_object(ckpt.rng_state())
+        state = self._trainer_state()
+        state["rng"] = rngs
+        if self.strategy == "deepspeed":
+            return self._save_deepspeed(state)
+        model_sd, optim_sd = self._state_dicts()
+        path = None
+        if self.info.is_main:
+            state.update(model=model_sd, optimizer=optim_sd)
+            path = ckpt.save_checkpoint_file(state, self.ckpt_dir, self.step, self.cfg.checkpoint.keep_last_n)
+            log.info("checkpoint: %s", path)
+        D.barrier()
+        return path
+
+    def _save_deepspeed(self, state: dict) -> Path:
+        name = ckpt.checkpoint_name(self.step, folder=True)
+        tmp_tag = f".tmp-{name}"
+        if self.info.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        D.barrier()
+        self.ds_engine.save_checkpoint(
+            str(self.ckpt_dir), tag=tmp_tag, client_state={"trainer": state}, save_latest=False
+        )
+        D.barrier()
+        final = self.ckpt_dir / name
+        if self.info.is_main:
+            os.replace(self.ckpt_dir / tmp_tag, final)
+            ckpt._fsync_dir(self.ckpt_dir)
+            ckpt.update_latest(self.ckpt_dir, name)
+            ckpt.apply_retention(self.ckpt_dir, self.cfg.checkpoint.keep_last_n)
+        D.barrier()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything from ``path`` (every rank reads it; the folder must be shared)."""
+        if self.strategy == "deepspeed":
+            if not path.is_dir():
+                raise CheckpointError(f"{path}: a DeepSpeed run resumes from a DeepSpeed checkpoint folder")
+            _, client = self.ds_engine.load_checkpoint(str(path.parent), tag=path.name)
+            if client is None or "trainer" not in client:
+                raise CheckpointError(f"{path}: not written by this engine (no trainer state)")
+            state = client["trainer"]
+        else:
+            if path.is_dir():
+                raise CheckpointError(
+                    f"{path}: a DeepSpeed checkpoint folder; resume it with dist.strategy=deepspeed"
+                )
+            state = ckpt.load_checkpoint_file(path)
+            self._load_state_dicts(state["model"], state["optimizer"])
+        self.step, self.epoch, self.step_in_epoch = (
+            int(state["step"]),
+            int(state["epoch"]),
+            int(state["step_in_epoch"]),
+        )
+        self.consecutive_nonfinite = int(state["guards"]["consecutive_nonfinite"])
+        self.skipped_total = int(state["guards"]["skipped_total"])
+        self.samples_seen = int(state["counters"]["samples_seen"])
+        self._window = defaultdict(float, state["counters"].get("window", {}))
+        if self.step_in_epoch >= self.steps_per_epoch:  # checkpoint at an epoch's last step
+            self.epoch, self.step_in_epoch = self.epoch + self.step_in_epoch // self.steps_per_epoch, 0
+        self._warn_config_changes(state.get("config", {}))
+        rngs = state["rng"]
+        if int(state["world_size"]) == self.info.world_size:
+            ckpt.set_rng_state(rngs[self.info.rank])
+        else:
+            log.warning(
+                "resuming on %d ranks a run saved on %d: data order and lr are exact, RNG streams "
+                "(dropout, masking) are re-seeded",
+                self.info.world_size,
+                state["world_size"],
+            )
+            self._seed_all(self.cfg.train.seed + 7 * self.info.rank + 1000 * self.step)
+        if self.info.is_main:
+            log.info(
+                "resumed from %s at step %d (epoch %d, step %d of the epoch)",
+                path,
+                self.step,
+                self.epoch,
+                self.step_in_epoch,
+            )
+
+    def _warn_config_changes(self, saved: dict) -> None:
+        if not self.info.is_main or not saved:
+            return
+        now = config_to_dict(self.cfg)
+
+        def flat(d: dict, prefix: str = "") -> dict:
+            out = {}
+            for k, v in d.items():
+                key = f"{prefix}{k}"
+                if (
+                    isinstance(v, dict)
+                    and v
+                    and key not in ("task.options", "model.overrides", "data.options")
+                ):
+                    out.update(flat(v, key + "."))
+                else:
+                    out[key] = v
+            return out
+
+        a, b = flat(saved), flat(now)
+        changed = [
+            k
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not any(k == p or k.startswith(p + ".") for p in _RESUME_FREE)
+        ]
+        if changed:
+            log.warning(
+                "resuming with a different config for %s: the run will not reproduce the original",
+                ", ".join(changed),
+            )
+
+    # ------------------------------------------------------------------------------------------------------
+    # logging
+    # ------------------------------------------------------------------------------------------------------
+    def _open_logs(self, resumed: bool) -> None:
+        self._jsonl = None
+        self._tb = None
+        if not self.info.is_main:
+            return
+        metrics = self.out_dir / "metrics.jsonl"
+        if self.cfg.log.jsonl:
+            keep: list[str] = []
+            if metrics.is_file():
+                for line in metrics.read_text().splitlines():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:  # a torn last line from a killed run
+                        continue
+                    if resumed and rec.get("step", 0) <= self.step:
+                        keep.append(line)
+            # drop lines written after the checkpoint by the run that was interrupted
+            ckpt.atomic_write_bytes(metrics, lambda f: f.write("".join(x + "\n" for x in keep).encode()))
+            self._jsonl = open(metrics, "a", buffering=1)
+        if self.cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: training extra
+
+            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if resumed else None)
+
+    def _log(self, rec: dict[str, Any]) -> None:
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(rec) + "\n")
+        if self._tb is not None:
+            for k, v in rec.items():
+                if k in ("step", "epoch") or not isinstance(v, (int, float)) or isinstance(v, bool):
+                    continue
+                tag = k if "/" in k else f"train/{k}"
+                self._tb.add_scalar(tag, v, rec["step"])
+
+    def _close_logs(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+
+    def _plot(self) -> Path | None:
+        metrics = self.out_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            return None
+        recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+        recs = [r for r in recs if "loss" in r]
+        if not recs:
+            return None
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: training extra
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 6))
+        FigureCanvasAgg(fig)
+        ax, ax_lr = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+        steps = [r["step"] for r in recs]
+        for key in sorted({k for r in recs for k in r if k.startswith("loss")}):
+            ax.plot(steps, [r.get(key, float("nan")) for r in recs], label=key)
+        ax.set_ylabel("loss")
+        ax.set_title(f"{self.cfg.task.name}: training losses")
+        ax.legend(loc="upper right", fontsize="small")
+        ax.grid(alpha=0.3)
+        ax_lr.plot(steps, [r["lr"] for r in recs], color="tab:gray")
+        ax_lr.set_xlabel("step")
+        ax_lr.set_ylabel("lr")
+        ax_lr.grid(alpha=0.3)
+        fig.tight_layout()
+        out = self.out_dir / "loss.png"
+        ckpt.atomic_write_bytes(out, lambda f: fig.savefig(f, format="png", dpi=100))
+        return out
+
+    # ------------------------------------------------------------------------------------------------------
+    # evaluation
+    # ------------------------------------------------------------------------------------------------------
+    def _has_eval(self) -> bool:
+        return type(self.task).evaluate is not Task.evaluate
+
+    def evaluate(self) -> dict[str, float]:
+        ctx = StepContext(
+            step=self.step,
+            epoch=self.epoch,
+            micro_step=0,
+            grad_accum=1,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            device=self.info.device,
+            cfg=self.cfg,
+            unwrapped=self.unwrapped,
+            autocast_dtype=self.autocast_dtype,
+        )
+        self.model.train(False)
+        try:
+            with torch.no_grad(), self._autocast():
+                res = self.task.evaluate(self.model, ctx) or {}
+        finally:
+            self.model.train(True)
+        res = {f"eval/{k}": float(v) for k, v in res.items()}
+        if res:
+            self.last_eval = res
+            self._log({"step": self.step, "epoch": self.epoch, **res})
+            if self.info.is_main:
+                log.info("eval at step %d: %s", self.step, res)
+        return res
+
+    # ------------------------------------------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------------------------------------------
+    def _on_sigterm(self, signum, frame):  # noqa: ARG002
+        self._stop_requested = True
+
+    def fit(self, resume: str | None = None) -> dict[str, Any]:
+        """Train to ``total_steps``; returns the summary. ``resume`` overrides ``checkpoint.resume``."""
+        ok = False
+        try:
+            self.setup()
+            out = self._fit(resume if resume is not None else self.cfg.checkpoint.resume)
+            ok = True
+            return out
+        finally:
+            D.shutdown(getattr(self, "info", None), sync=ok)
+
+    def _fit(self, resume: str) -> dict[str, Any]:
+        cfg = self.cfg
+        path = ckpt.resolve_resume(resume, self.ckpt_dir)
+        if path is None and resume in ("none", "", None) and ckpt.list_checkpoints(self.ckpt_dir):
+            raise ConfigError(
+                "checkpoint.resume",
+                f"{self.ckpt_dir} already holds checkpoints of a run; "
+                "resume it (--resume / checkpoint.resume=auto) or choose another output_dir",
+            )
+        if path is not None:
+            self.load_checkpoint(path)
+        else:
+            if resume == "auto" and self.info.is_main:
+                log.info("checkpoint.resume=auto: no checkpoint in %s, starting fresh", self.ckpt_dir)
+            # per-rank streams for dropout etc.; rank 0 keeps the plain seed
+            self._seed_all(cfg.train.seed + self.info.rank)
+        self._open_logs(resumed=path is not None)
+        start_step, t_start = self.step, time.perf_counter()
+        try:  # SIGTERM (preemption, torchrun shutdown): checkpoint at the next step boundary, then exit
+            old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread
+            old_handler = None
+        bar = None
+        if self.info.is_main and cfg.log.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=self.total_steps,
+                initial=self.step,
+                desc=cfg.task.name,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        last_saved = self.step if path is not None else -1
+        interrupted = False
+        every_log, every_ck, every_ev = (
+            cfg.log.every_n_steps,
+            cfg.checkpoint.every_n_steps,
+            cfg.train.eval_every_n_steps,
+        )
+        t_window = time.perf_counter()
+        batches = self._step_batches()
+        try:
+            while self.step < self.total_steps:
+                micro = next(batches)
+                rec = self._train_step(micro)
+                for k, v in rec.items():
+                    if k.startswith("loss") or k == "grad_norm":
+                        self._window[k] += v
+                self._window["_n"] += 1
+                for cb in self.callbacks:
+                    cb.on_step_end(self, rec)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % every_log == 0 or self.step == self.total_steps:
+                    n = self._window.pop("_n")
+                    now = time.perf_counter()
+                    out = {"step": self.step, "epoch": self.epoch, "lr": rec["lr"]}
+                    out.update({k: v / n for k, v in sorted(self._window.items())})
+                    out.update(
+                        {
+                            "samples_per_s": n * self.plan.global_batch_size / max(now - t_window, 1e-9),
+                            "skipped_total": self.skipped_total,
+                            "time": now - t_start,
+                        }
+                    )
+                    self._window.clear()
+                    t_window = now
+                    self.history.append(out)
+                    if self.info.is_main:
+                        self._log(out)
+                        if bar is not None:
+                            bar.set_postfix(
+                                loss=f"{out.get('loss', float('nan')):.4g}", lr=f"{rec['lr']:.3g}"
+                            )
+                if (
+                    self._has_eval()
+                    and every_ev
+                    and self.step % every_ev == 0
+                    and self.step < self.total_steps
+                ):
+                    self.evaluate()
+                if every_ck and self.step % every_ck == 0:
+                    self.save_checkpoint()
+                    last_saved = self.step
+                if self._stop_requested and self.step < self.total_steps:
+                    log.warning("stop requested (SIGTERM): checkpointing at step %d and exiting", self.step)
+                    if last_saved != self.step:
+                        self.save_checkpoint()
+                        last_saved = self.step
+                    interrupted = True
+                    break
+            if not interrupted:
+                if self._has_eval() and self.step > start_step:  # a finished run resumed: nothing new
+                    self.evaluate()
+                if cfg.checkpoint.save_final and last_saved != self.step:
+                    self.save_checkpoint()
+        finally:
+            batches.close()
+            if bar is not None:
+                bar.close()
+            self._close_logs()
+            if old_handler is not None:
+                signal.signal(signal.SIGTERM, old_handler)
+        wall = time.perf_counter() - t_start
+        summary = self._summary(start_step, wall, interrupted)
+        for cb in self.callbacks:
+            cb.on_train_end(self, summary)
+        return summary
+
+    def _summary(self, start_step: int, wall: float, interrupted: bool) -> dict[str, Any]:
+        mem, kind = _peak_memory_mb(self.info.device)
+        mems = D.all_gather_object(mem)
+        steps_run = self.step - start_step
+        summary = {
+            "task": self.cfg.task.name,
+            "steps": self.step,
+            "total_steps": self.total_steps,
+            "steps_this_run": steps_run,
+            "interrupted": interrupted,
+            "samples": self.samples_seen,
+            "samples_per_s": steps_run * self.plan.global_batch_size / max(wall, 1e-9),
+            "steps_per_s": steps_run / max(wall, 1e-9),
+            "wall_s": wall,
+            "skipped_steps": self.skipped_total,
+            "world_size": self.info.world_size,
+            "strategy": self.strategy,
+            "precision": self.precision,
+            "global_batch_size": self.plan.global_batch_size,
+            "batch_size": self.plan.batch_size,
+            "grad_accum": self.plan.grad_accum,
+            f"peak_memory_mb_{kind}": max(mems),
+            "peak_memory_mb_per_rank": mems,
+            "final": self.history[-1] if self.history else {},
+            "eval": self.last_eval,
+            "output_dir": str(self.out_dir),
+            "checkpoint": str(ckpt.read_latest(self.ckpt_dir) or "") if self.info.is_main else "",
+        }
+        if self.info.is_main:
+            ckpt.atomic_write_bytes(
+                self.out_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode())
+            )
+            if self.cfg.log.plot:
+                png = self._plot()
+                summary["plot"] = str(png) if png else ""
+            log.info("summary: %s", json.dumps(summary))
+        return summary
+
+
+def train(
+    cfg: RunConfig,
+    resume: str | None = None,
+    task: Task | None = None,
+    callbacks: list[Callback] | tuple = (),
+) -> dict[str, Any]:
+    """Convenience wrapper: ``Trainer(cfg, task, callbacks).fit(resume)``."""
+    return Trainer(cfg, task, callbacks).fit(resume)
