@@ -47,6 +47,10 @@ class Stage2Config:
             a compute saver for CPU-scale training, off in the official recipe.
         freeze_text_layers: freeze the word embeddings and the first N text layers (0 = train all).
         freeze_vision: freeze the vision encoder.
+        text_pool: text feature = the [CLS] state after the text-only layers (``"cls"``, official) or the
+            mean over real tokens (``"mean"``). Use ``"mean"`` for a tower initialised from a
+            sentence-transformer trained with mean pooling (MiniLM), whose [CLS] state carries almost no
+            information (the mean cosine between different captions' [CLS] states is 1.000).
     """
 
     vision: PretrainConfig = field(default_factory=lambda: PretrainConfig(
@@ -75,6 +79,7 @@ class Stage2Config:
     mlm_batch: int | None = None
     freeze_text_layers: int = 0
     freeze_vision: bool = False
+    text_pool: str = "cls"
 
     def __post_init__(self):
         if isinstance(self.vision, dict):
@@ -88,6 +93,8 @@ class Stage2Config:
             raise ConfigError("text.fusion_layer", "VTM/MLM need at least one cross-attention layer")
         if not 0 <= self.freeze_text_layers <= self.text.fusion_layer:
             raise ConfigError("freeze_text_layers", f"must be in [0, fusion_layer={self.text.fusion_layer}]")
+        if self.text_pool not in ("cls", "mean"):
+            raise ConfigError("text_pool", "must be 'cls' or 'mean'")
         if self.video_mask_type not in ("random", "tube"):
             raise ConfigError("video_mask_type", "must be 'random' or 'tube'")
         for name in ("video_mask_ratio", "image_mask_ratio", "mlm_prob"):
@@ -157,9 +164,12 @@ class InternVideo2Stage2(nn.Module):
         return out.tokens, out.pooled, out
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Text-only layers: ``(hidden [N, L, H], cls [N, H])``; the text feature is the [CLS] state
-        after ``fusion_layer`` layers (spec §3.1)."""
+        """Text-only layers: ``(hidden [N, L, H], feature [N, H])``; the feature is the [CLS] state after
+        ``fusion_layer`` layers (spec §3.1), or the mean over real tokens with ``text_pool="mean"``."""
         h = self.text_encoder.bert(input_ids, attention_mask, mode="text")
+        if self.config.text_pool == "mean":
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return h, (h * m).sum(1) / m.sum(1).clamp_min(1.0)
         return h, h[:, 0]
 
     def vision_feature(self, pooled: Tensor) -> Tensor:
