@@ -219,3 +219,18 @@ def test_adamw_group_decay_is_decoupled():
     a.grad, b.grad = torch.zeros_like(a), torch.zeros_like(b)
     opt.step()
     assert torch.allclose(a, torch.full_like(a, 1 - 0.1 * 0.5)) and torch.equal(b, torch.ones(3))
+
+
+def test_lr_scales_by_name_pattern():
+    """Official ``different_lr``: a pretrained tower can train at a fraction of the base lr."""
+    from torch import nn
+
+    from internvideo2.train.optim import build_param_groups
+
+    model = nn.ModuleDict({"vision": nn.Linear(4, 4), "text_encoder": nn.ModuleDict({"layer": nn.Linear(4, 4)})})
+    groups = build_param_groups(model.named_parameters(), 0.05, lr_scales={"text_encoder.*": 0.1})
+    by_name = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    assert by_name["vision.weight"] == 1.0 and by_name["text_encoder.layer.weight"] == 0.1
+    assert by_name["text_encoder.layer.bias"] == 0.1
+    assert {g["group_name"] for g in groups} == {"decay", "no_decay", "decay@text_encoder.*",
+                                                 "no_decay@text_encoder.*"}

@@ -126,7 +126,23 @@ class InternVideo2Stage2(nn.Module):
 
     # ------------------------------------------------------------------ setup
     def apply_freezing(self) -> None:
+        """Freeze what is configured frozen, and what the configured objective cannot train (modules of
+        zero-weight losses): they would receive no gradient, which distributed training rejects."""
         cfg = self.config
+        if not cfg.loss_uta:
+            for name in ("clip_decoder", "final_clip_decoder", "clip_pos_embed", "clip_img_pos_embed"):
+                mod = getattr(self.vision_encoder, name, None)
+                if mod is not None:
+                    mod.requires_grad_(False)
+        if not cfg.loss_vtm:
+            self.itm_head.requires_grad_(False)
+        if not cfg.loss_mlm:
+            self.text_encoder.cls.requires_grad_(False)
+            # the MLM decoder is tied to the word embeddings, which the text path still trains
+            self.text_encoder.bert.embeddings.word_embeddings.weight.requires_grad_(True)
+        if not (cfg.loss_vtm or cfg.loss_mlm):
+            for layer in self.text_encoder.bert.encoder.layer[cfg.text.fusion_layer:]:
+                layer.requires_grad_(False)
         if cfg.freeze_vision:
             self.vision_encoder.requires_grad_(False)
         if cfg.freeze_text_layers:
@@ -159,8 +175,9 @@ class InternVideo2Stage2(nn.Module):
 
     # ------------------------------------------------------------------ encoders
     def encode_vision(self, video: Tensor, mask: Tensor | None = None):
-        """``[B,3,T,H,W] -> (tokens [B, 1+N_vis, C], pooled [B, clip_embed_dim], output)``."""
-        out = self.vision_encoder(video, mask=mask)
+        """``[B,3,T,H,W] -> (tokens [B, 1+N_vis, C], pooled [B, clip_embed_dim], output)``; the alignment
+        decoders run only when UTA trains them."""
+        out = self.vision_encoder(video, mask=mask, decoders=bool(self.config.loss_uta) and self.training)
         return out.tokens, out.pooled, out
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -145,8 +145,14 @@ class InternVideo2Pretrain(VisionTransformer):
         return None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                use_image: bool | None = None) -> PretrainOutput:
-        """``x [B,3,T,H,W]``, optional ``mask [B,1+N]`` (True = dropped)."""
+                use_image: bool | None = None, decoders: bool = True) -> PretrainOutput:
+        """``x [B,3,T,H,W]``, optional ``mask [B,1+N]`` (True = dropped). ``decoders=False`` skips the
+        alignment decoders (stage 2 without UTA, evaluation): ``clip_align`` / ``mae_align`` are then None."""
+        if not decoders:
+            feats = self.forward_features(x, mask=mask, use_image=use_image)
+            pooled = self.pool(feats.tokens)
+            final = self.final_clip_decoder(pooled) if self.final_clip_decoder is not None else None
+            return PretrainOutput(feats.tokens, pooled, None, final, None)
         layers = sorted(set(self.clip_index) | set(self.mae_index))
         feats = self.forward_features(x, mask=mask, use_image=use_image, return_layers=layers)
         by_layer = dict(zip(layers, feats.intermediates))

@@ -136,6 +136,8 @@ class OptimConfig:
         ``none`` uses them as given (the official multi-modality configs).
     lr_scaling_base: the batch size the base lr refers to (256).
     no_weight_decay: extra parameter names (exact) excluded from weight decay.
+    lr_scales: ``{glob pattern: multiplier}`` on the lr of matching parameters (official ``different_lr``),
+        e.g. ``{"text_encoder.*": 0.05}``; the first matching pattern applies.
     """
 
     name: Literal["adamw"] = "adamw"
@@ -148,6 +150,7 @@ class OptimConfig:
     lr_scaling: Literal["none", "linear"] = "none"
     lr_scaling_base: int = 256
     no_weight_decay: list[str] = field(default_factory=list)
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -238,6 +241,8 @@ class CheckpointConfig:
     every_n_steps: periodic checkpoint every N optimizer steps (0: only the final one).
     keep_last_n: keep only the newest N checkpoints (0: keep all).
     save_final: write a checkpoint at the end of training.
+    export_model: at the end, also write the trained model as ``<output_dir>/model`` (``config.json`` +
+        ``model.safetensors``, loadable with ``internvideo2.load_model``) when the task's model supports it.
     resume: ``none``, ``auto`` (continue from ``latest`` when it exists, else start fresh) or a path to a
         checkpoint file or folder.
     """
@@ -246,6 +251,7 @@ class CheckpointConfig:
     every_n_steps: int = 0
     keep_last_n: int = 3
     save_final: bool = True
+    export_model: bool = True
     resume: str = "none"
 
 

@@ -212,6 +212,7 @@ class Trainer:
             layer_id,
             num_layers,
             no_wd,
+            cfg.optim.lr_scales,
         )
         if not groups:
             raise ConfigError(
@@ -499,6 +500,30 @@ class Trainer:
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             return get_state_dict(self.unwrapped, self.optimizer, options=opts)
         return get_state_dict(self.unwrapped, self.optimizer)
+
+    def export_model(self) -> str:
+        """Write the trained model in the package format (``<output_dir>/model``: ``config.json`` +
+        ``model.safetensors``), loadable with ``internvideo2.load_model``. Needs a package model (with
+        ``model_type`` and ``config``); a collective under FSDP2 (the full state dict is gathered)."""
+        net = self.unwrapped
+        if getattr(net, "model_type", None) is None or getattr(net, "config", None) is None:
+            return ""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        from internvideo2.checkpoint.pretrained import save_pretrained
+
+        out = self.out_dir / "model"
+        if self.strategy in ("fsdp2", "deepspeed"):
+            sd = get_model_state_dict(net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if self.info.is_main:
+                copy = type(net)(net.config)
+                copy.load_state_dict(sd)
+                save_pretrained(copy, out)
+        elif self.info.is_main:
+            save_pretrained(net, out)
+        D.barrier()
+        log.info("exported the trained model to %s", out)
+        return str(out)
 
     def _load_state_dicts(self, model_sd: dict, optim_sd: dict) -> None:
         from torch.distributed.checkpoint.state_dict import (
@@ -870,6 +895,8 @@ class Trainer:
                     self.evaluate()
                 if cfg.checkpoint.save_final and last_saved != self.step:
                     self.save_checkpoint()
+                if cfg.checkpoint.export_model:
+                    self.exported = self.export_model()
         finally:
             batches.close()
             if bar is not None:
@@ -910,6 +937,7 @@ class Trainer:
             "eval": self.last_eval,
             "output_dir": str(self.out_dir),
             "checkpoint": str(ckpt.read_latest(self.ckpt_dir) or "") if self.info.is_main else "",
+            "model": getattr(self, "exported", ""),
         }
         if self.info.is_main:
             ckpt.atomic_write_bytes(

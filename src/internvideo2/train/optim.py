@@ -11,9 +11,11 @@ Official rules (spec §5.4, §6.2, §7.1):
 
 from __future__ import annotations
 
+import fnmatch
+
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -40,12 +42,17 @@ def build_param_groups(
     layer_id: Callable[[str], int] | None = None,
     num_layers: int | None = None,
     no_weight_decay: Iterable[str] = (),
+    lr_scales: Mapping[str, float] | None = None,
 ) -> list[dict]:
     """Split trainable parameters into optimizer groups.
 
     Each group: ``params``, ``names``, ``weight_decay``, ``lr_scale``, ``group_name``
     (``layer_<id>_{decay,no_decay}`` or ``{decay,no_decay}``). Order follows ``named_params``.
+    ``lr_scales`` maps glob patterns of parameter names to an extra lr multiplier (the official
+    ``different_lr``, e.g. ``{"text_encoder.*": 0.05}`` for a pretrained text tower); the first matching
+    pattern applies, and its group name gets an ``@pattern`` suffix.
     """
+    patterns = list((lr_scales or {}).items())
     skip = set(no_weight_decay)
     use_layers = layer_id is not None and num_layers is not None
     groups: dict[str, dict] = {}
@@ -64,6 +71,10 @@ def build_param_groups(
             gname = f"layer_{lid}_{kind}"
         else:
             scale, gname = 1.0, kind
+        for pattern, extra in patterns:
+            if fnmatch.fnmatchcase(name, pattern):
+                scale, gname = scale * float(extra), f"{gname}@{pattern}"
+                break
         g = groups.setdefault(
             gname, {"group_name": gname, "weight_decay": wd, "lr_scale": scale, "params": [], "names": []}
         )

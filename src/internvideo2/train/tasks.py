@@ -83,6 +83,8 @@ KNOWN_TASK_MODULES: dict[str, str] = {
     "stage2": "internvideo2.train.stage2",
     "clip": "internvideo2.train.stage2",
     "finetune": "internvideo2.train.finetune",
+    "clip_teacher": "internvideo2.train.teachers",
+    "mae_teacher": "internvideo2.train.teachers",
 }
 
 _REGISTRY: dict[str, type["Task"]] = {}

@@ -1,0 +1,778 @@
+"""Video reading on PyAV: metadata, frame reading by index, clip sampling, sliding windows.
+
+Conventions
+-----------
+- Frame index ``i`` is the ``i``-th frame the decoder outputs, i.e. the ``i``-th frame in presentation
+  order, counted from 0. Timestamps are seconds from the first frame of the stream.
+- Frames come back as ``uint8 [T, H, W, 3]`` RGB tensors, in the order of the requested indices
+  (duplicates allowed).
+- Every failure on a file raises :class:`~internvideo2.errors.MediaError` with ``path``, a short
+  ``reason`` code (see ``REASONS``) and a human ``detail``. Nothing is silently replaced.
+
+Decoding strategy (``read_frames``)
+-----------------------------------
+Only sampled frames are converted to RGB (``to_ndarray``); the others are decoded and dropped, which is
+what makes one sequential pass cheap. Seeking costs a re-start from the previous keyframe, so a cost model
+(in decoded frames) decides per target frame whether to keep decoding forward or to seek: with one
+keyframe (``bigbuckbunny.mp4``) it never seeks, with dense keyframes and far-apart targets it does. The
+keyframe positions come from one demux pass over the packets (no decoding), cached per file.
+When a target size is known, frames are resized by swscale during the RGB conversion.
+
+Time limits
+-----------
+``timeout`` is a deadline for the whole call, checked between packets and frames; exceeding it raises
+``MediaError(reason='timeout')``. Absurd declared dimensions are refused from the header, before any frame
+is decoded (``max_pixels``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, MediaError
+
+log = logging.getLogger("internvideo2.data.video")
+
+__all__ = [
+    "VideoMetadata",
+    "MAX_PIXELS",
+    "REASONS",
+    "probe_video",
+    "read_frames",
+    "read_clip",
+    "sliding_windows",
+    "frame_range",
+    "frame_timestamps",
+    "has_decord",
+]
+
+#: Default refusal threshold for declared frame size (width * height). 8192 x 8192: 8K video passes
+#: (7680 x 4320 = 33 Mpx); a header claiming 16000 x 16000 (1 GB per RGB frame) does not.
+MAX_PIXELS = 1 << 26
+
+#: Reason codes used in ``MediaError.reason`` by this module.
+REASONS = {
+    "not_found": "the path does not exist",
+    "not_a_file": "the path is a directory or special file",
+    "unreadable": "the file cannot be read (permissions, I/O error)",
+    "empty_file": "the file has zero bytes",
+    "invalid_data": "FFmpeg cannot identify or parse the container (random bytes, truncated header/index)",
+    "open_failed": "FFmpeg failed to open the file for another reason",
+    "no_video_stream": "the container has no video stream (e.g. an audio file, whatever its extension)",
+    "unsupported_codec": "no decoder for the video codec in this FFmpeg build",
+    "bad_dimensions": "the declared width or height is zero or negative",
+    "dimensions_too_large": "declared width*height exceeds max_pixels; refused before decoding",
+    "no_frames": "the video stream holds no frames",
+    "index_out_of_range": "a requested frame index is < 0 or >= the frame count",
+    "too_few_frames": "fewer frames than requested while strict=True",
+    "empty_range": "the requested time range holds no frame",
+    "truncated": "decoding ended before a requested frame (file cut short, or header over-counts frames)",
+    "decode_error": "the decoder failed on the data",
+    "timeout": "the call ran past its deadline",
+}
+
+# Seeking costs about this many decoded frames on top of decoding from the keyframe (measured: demuxer
+# seek + decoder flush + the lost pipelining of frame threads). Only affects speed, never the result.
+_SEEK_COST_FRAMES = 6
+# Below this target index, sequential decoding is never worse enough to justify the packet scan.
+_MIN_SCAN_INDEX = 48
+# Decoder threading: FFmpeg 'AUTO' = frame + slice threads with thread_count 0 (= CPU count).
+DECODE_THREAD_TYPE = "AUTO"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# metadata
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class VideoMetadata:
+    """What :func:`probe_video` knows about a file.
+
+    ``num_frames``: frames in presentation order; ``frame_count_source`` says where it came from:
+    ``'stream'`` (the container's per-stream count, e.g. MP4 sample table), ``'packets'`` (video packets
+    counted by demuxing, no decoding), ``'container_duration'`` (round(duration * fps): an estimate) or
+    ``'decoded'`` (every frame decoded: exact, slow). ``duration`` is seconds of the video stream (the
+    container duration when the stream has none). ``fps`` is the average frame rate.
+    """
+
+    path: str
+    container: str
+    video_codec: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration: float
+    has_audio: bool
+    audio_codec: str | None
+    audio_sample_rate: int | None
+    audio_channels: int | None
+    num_keyframes: int | None
+    frame_count_source: str
+    stream_index: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def has_decord() -> bool:
+    """True when the optional ``decord`` package imports."""
+    try:
+        import decord  # noqa: F401
+    except Exception:  # ImportError, or a broken native library
+        return False
+    return True
+
+
+def _deadline(timeout: float | None) -> float:
+    if timeout is None:
+        return math.inf
+    if not timeout > 0:
+        raise ConfigError("timeout", f"must be > 0 seconds, got {timeout}")
+    return time.monotonic() + float(timeout)
+
+
+def _check_deadline(path: str, deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise MediaError(path, "timeout", f"ran past the time limit while {what}")
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise MediaError(path, "not_found", "no such file")
+    if not os.path.isfile(path):
+        raise MediaError(path, "not_a_file", "not a regular file")
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise MediaError(path, "unreadable", str(e)) from None
+    if size == 0:
+        raise MediaError(path, "empty_file", "0 bytes")
+    if not os.access(path, os.R_OK):
+        raise MediaError(path, "unreadable", "permission denied")
+
+
+def _open(path: str, timeout: float):
+    """``av.open`` with typed errors. The caller closes the container."""
+    import av
+
+    _check_path(path)
+    try:
+        # timeout only matters for network inputs; local files never block on I/O
+        return av.open(path, mode="r", timeout=(timeout, timeout))
+    except av.error.InvalidDataError as e:
+        raise MediaError(path, "invalid_data", _av_msg(e)) from None
+    except (av.error.PermissionError, PermissionError) as e:
+        raise MediaError(path, "unreadable", _av_msg(e)) from None
+    except (av.error.FileNotFoundError, FileNotFoundError) as e:
+        raise MediaError(path, "not_found", _av_msg(e)) from None
+    except av.error.FFmpegError as e:
+        raise MediaError(path, "open_failed", _av_msg(e)) from None
+    except OSError as e:
+        raise MediaError(path, "unreadable", str(e)) from None
+
+
+def _av_msg(e: Exception) -> str:
+    s = getattr(e, "strerror", None) or str(e)
+    return str(s)
+
+
+def _video_stream(container, path: str):
+    """First real video stream (cover-art 'attached pictures' of audio files do not count)."""
+    import av
+
+    attached = int(av.stream.Disposition.attached_pic)
+    for s in container.streams.video:
+        if int(s.disposition) & attached:
+            continue
+        return s
+    kinds = ", ".join(f"{s.type}({_codec_name(s)})" for s in container.streams) or "none"
+    raise MediaError(path, "no_video_stream", f"streams: {kinds}")
+
+
+def _codec_name(stream) -> str:
+    try:
+        return stream.codec_context.name or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _rate(stream) -> float | None:
+    for attr in ("average_rate", "guessed_rate", "base_rate"):
+        try:
+            r = getattr(stream, attr)
+        except Exception:
+            r = None
+        if r:
+            f = float(r)
+            if 0 < f < 10000:
+                return f
+    return None
+
+
+@dataclass
+class _PacketScan:
+    """Demux-only pass over the video stream: presentation timestamps and keyframes.
+
+    ``pts``: sorted int64 array (stream time base) or None when some packet has no pts / pts repeat,
+    ``key_idx``: sorted frame indices of keyframes (or None), ``count``: number of video packets.
+    """
+
+    count: int
+    num_keyframes: int
+    pts: np.ndarray | None
+    key_idx: np.ndarray | None
+    time_base: Fraction
+
+
+_SCAN_CACHE: "OrderedDict[tuple, _PacketScan]" = OrderedDict()
+_SCAN_LOCK = threading.Lock()
+_SCAN_CACHE_SIZE = 256
+
+
+def _file_key(path: str, stream_index: int) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, stream_index)
+
+
+def _scan_packets(container, stream, path: str, deadline: float) -> _PacketScan:
+    import av
+
+    key = _file_key(path, stream.index)
+    with _SCAN_LOCK:
+        hit = _SCAN_CACHE.get(key)
+        if hit is not None:
+            _SCAN_CACHE.move_to_end(key)
+            return hit
+    pts: list[int] = []
+    keys: list[int] = []
+    n = 0
+    n_key = 0
+    ok = True
+    try:
+        for i, pkt in enumerate(container.demux(stream)):
+            if pkt.size == 0:  # flush packet at EOF
+                continue
+            if i % 256 == 0:
+                _check_deadline(path, deadline, "counting packets")
+            n += 1
+            if pkt.is_keyframe:
+                n_key += 1
+            if pkt.pts is None:
+                ok = False
+            else:
+                pts.append(int(pkt.pts))
+                if pkt.is_keyframe:
+                    keys.append(int(pkt.pts))
+    except av.error.FFmpegError as e:
+        # a damaged tail: what was demuxed so far is what a decoder can reach
+        log.warning("%s: demuxing stopped early after %d packets (%s)", path, n, _av_msg(e))
+    arr = key_arr = None
+    if ok and pts:
+        arr = np.asarray(sorted(pts), dtype=np.int64)
+        if np.any(np.diff(arr) <= 0):  # repeated pts: indices cannot be recovered from timestamps
+            arr = None
+        else:
+            key_arr = np.searchsorted(arr, np.asarray(sorted(keys), dtype=np.int64)).astype(np.int64)
+            if key_arr.size == 0 or key_arr[0] != 0:
+                # the first frame must be decodable from a keyframe; treat index 0 as one
+                key_arr = np.concatenate([[0], key_arr]).astype(np.int64)
+    scan = _PacketScan(n, n_key, arr, key_arr, Fraction(stream.time_base) if stream.time_base else Fraction(1))
+    with _SCAN_LOCK:
+        _SCAN_CACHE[key] = scan
+        while len(_SCAN_CACHE) > _SCAN_CACHE_SIZE:
+            _SCAN_CACHE.popitem(last=False)
+    return scan
+
+
+def _get_scan(path: str, stream_index: int, timeout: float, deadline: float) -> _PacketScan:
+    try:
+        key = _file_key(path, stream_index)
+    except OSError as e:
+        raise MediaError(path, "unreadable", str(e)) from None
+    with _SCAN_LOCK:
+        hit = _SCAN_CACHE.get(key)
+    if hit is not None:
+        return hit
+    c = _open(path, timeout)
+    try:
+        return _scan_packets(c, c.streams[stream_index], path, deadline)
+    finally:
+        c.close()
+
+
+def probe_video(
+    path,
+    *,
+    count_frames: bool = False,
+    timeout: float = 30.0,
+    max_pixels: int | None = MAX_PIXELS,
+    scan_packets: bool = False,
+) -> VideoMetadata:
+    """Read a file's metadata (no frame decoding unless ``count_frames``).
+
+    Frame count, by preference: ``count_frames=True`` decodes every frame (``'decoded'``);
+    ``scan_packets=True`` or a stream without a stored count (WebM, many MKV/VFR files) demuxes the
+    packets (``'packets'``, fast: no decoding); otherwise the stream's stored count (``'stream'``). When a
+    packet scan is impossible the count is estimated from the duration (``'container_duration'``).
+    ``max_pixels`` (None = no limit) refuses absurd declared sizes with ``dimensions_too_large``.
+    """
+    import av
+
+    path = os.fspath(path)
+    deadline = _deadline(timeout)
+    c = _open(path, timeout)
+    try:
+        vs = _video_stream(c, path)
+        try:
+            cc = vs.codec_context
+            codec = cc.name
+        except Exception as e:  # no decoder compiled in
+            raise MediaError(path, "unsupported_codec", str(e)) from None
+        if not codec:
+            raise MediaError(path, "unsupported_codec", "unknown video codec")
+        width, height = int(cc.width or 0), int(cc.height or 0)
+        if width <= 0 or height <= 0:
+            raise MediaError(path, "bad_dimensions", f"declared {width}x{height}")
+        if max_pixels is not None and width * height > max_pixels:
+            raise MediaError(
+                path, "dimensions_too_large",
+                f"declared {width}x{height} = {width * height} pixels > max_pixels={max_pixels}",
+            )
+        fmt = c.format.name if c.format is not None else "unknown"
+        tb = Fraction(vs.time_base) if vs.time_base else None
+        fps = _rate(vs)
+        duration = None
+        if vs.duration and tb is not None:
+            duration = float(vs.duration * tb)
+        elif c.duration:
+            duration = float(c.duration) / av.time_base
+
+        num_keyframes: int | None = None
+        if count_frames:
+            num_frames, num_keyframes = _count_decoded(c, vs, path, deadline)
+            source = "decoded"
+        elif vs.frames and vs.frames > 0 and not scan_packets:
+            num_frames, source = int(vs.frames), "stream"
+        else:
+            scan = _scan_packets(c, vs, path, deadline)
+            if scan.count > 0:
+                num_frames, source, num_keyframes = scan.count, "packets", scan.num_keyframes
+                if duration is None and scan.pts is not None and tb is not None:
+                    span = float((int(scan.pts[-1]) - int(scan.pts[0])) * tb)
+                    duration = span + (1.0 / fps if fps else 0.0)
+            elif duration and fps:
+                num_frames, source = int(round(duration * fps)), "container_duration"
+            else:
+                num_frames, source = 0, "packets"
+        if num_frames <= 0:
+            raise MediaError(path, "no_frames", "the video stream holds no frames")
+        if duration is None or duration <= 0:
+            duration = num_frames / fps if fps else float(num_frames)
+        if not fps:
+            fps = num_frames / duration if duration > 0 else 1.0
+
+        aud = next(iter(c.streams.audio), None)
+        a_codec = a_rate = a_ch = None
+        if aud is not None:
+            a_codec = _codec_name(aud)
+            a_rate = int(aud.codec_context.sample_rate or 0) or None
+            try:
+                a_ch = int(aud.codec_context.layout.nb_channels) or None
+            except Exception:
+                a_ch = getattr(aud.codec_context, "channels", None)
+        return VideoMetadata(
+            path=path,
+            container=fmt,
+            video_codec=codec,
+            width=width,
+            height=height,
+            fps=float(fps),
+            num_frames=int(num_frames),
+            duration=float(duration),
+            has_audio=aud is not None,
+            audio_codec=a_codec,
+            audio_sample_rate=a_rate,
+            audio_channels=a_ch,
+            num_keyframes=num_keyframes,
+            frame_count_source=source,
+            stream_index=int(vs.index),
+        )
+    finally:
+        c.close()
+
+
+def _count_decoded(container, stream, path: str, deadline: float) -> tuple[int, int]:
+    import av
+
+    stream.thread_type = DECODE_THREAD_TYPE
+    n = k = 0
+    try:
+        for frame in container.decode(stream):
+            n += 1
+            k += bool(frame.key_frame)
+            if n % 32 == 0:
+                _check_deadline(path, deadline, "counting frames")
+    except av.error.FFmpegError as e:
+        if n == 0:
+            raise MediaError(path, "decode_error", _av_msg(e)) from None
+        log.warning("%s: decoding stopped after %d frames (%s)", path, n, _av_msg(e))
+    return n, k
+
+
+def _check_meta(path: str, meta: VideoMetadata, max_pixels: int | None) -> None:
+    if max_pixels is not None and meta.width * meta.height > max_pixels:
+        raise MediaError(
+            path, "dimensions_too_large",
+            f"declared {meta.width}x{meta.height} = {meta.width * meta.height} pixels > max_pixels={max_pixels}",
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# frame reading
+# ----------------------------------------------------------------------------------------------------------
+def _check_size(size) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    try:
+        h, w = (int(size[0]), int(size[1]))
+    except Exception:
+        raise ConfigError("size", f"expected (height, width), got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError("size", f"height and width must be > 0, got {size!r}")
+    return h, w
+
+
+def _plan(targets: Sequence[int], key_idx: np.ndarray | None, force_seek: bool) -> list[tuple[int, bool]]:
+    """For each sorted unique target: ``(target, seek_first)``.
+
+    Greedy on decoded-frame cost: from the last decoded index ``pos``, continuing costs ``t - pos``
+    frames; seeking to the keyframe ``k <= t`` costs ``t - k + 1 + _SEEK_COST_FRAMES``. A seek is only
+    possible when ``k > pos`` (otherwise we are already past that keyframe). ``force_seek`` seeks whenever
+    it is possible (for tests and benchmarks).
+    """
+    plan = []
+    pos = -1
+    for t in targets:
+        seek = False
+        if key_idx is not None:
+            k = int(key_idx[np.searchsorted(key_idx, t, side="right") - 1])
+            if k > pos + 1:
+                seek = force_seek or (t - k + 1 + _SEEK_COST_FRAMES) < (t - pos)
+        plan.append((int(t), seek))
+        pos = t
+    return plan
+
+
+class _Fallback(Exception):
+    """Seek path could not map frames to indices; redo the read sequentially."""
+
+
+def _convert(frame, out_hw: tuple[int, int], native_hw: tuple[int, int], interpolation) -> np.ndarray:
+    h, w = out_hw
+    if (h, w) == native_hw and frame.height == h and frame.width == w:
+        # unscaled conversion: identical to to_ndarray(format='rgb24') (and to decord's frames)
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
+
+
+def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tuple[int, int],
+                 deadline: float, timeout: float, strategy: str, interpolation) -> dict[int, np.ndarray]:
+    import av
+
+    native = (meta.height, meta.width)
+    key_idx = pts = None
+    if strategy == "seek" or (strategy == "auto" and targets[-1] >= _MIN_SCAN_INDEX):
+        scan = _get_scan(path, meta.stream_index, timeout, deadline)
+        if scan.pts is not None and scan.count == meta.num_frames:
+            key_idx, pts = scan.key_idx, scan.pts
+    plan = _plan(targets, key_idx, force_seek=(strategy == "seek"))
+    use_pts = key_idx is not None and any(s for _, s in plan)
+    wanted = set(targets)
+    out: dict[int, np.ndarray] = {}
+
+    c = _open(path, timeout)
+    try:
+        vs = c.streams[meta.stream_index]
+        vs.thread_type = DECODE_THREAD_TYPE
+        pts_to_idx = {int(p): i for i, p in enumerate(pts)} if use_pts else None
+        gen = None
+        counter = -1  # index of the last frame taken from the decoder (sequential counting)
+        n_decoded = 0
+        for t, seek in plan:
+            if seek:
+                k = int(key_idx[np.searchsorted(key_idx, t, side="right") - 1])
+                c.seek(int(pts[k]), stream=vs, backward=True, any_frame=False)
+                gen = c.decode(vs)
+                just_seeked = True
+            else:
+                if gen is None:
+                    gen = c.decode(vs)
+                just_seeked = False
+            while t not in out:
+                try:
+                    frame = next(gen)
+                except StopIteration:
+                    if use_pts:
+                        raise _Fallback(f"stream ended before frame {t} after a seek") from None
+                    raise MediaError(
+                        path, "truncated",
+                        f"decoding ended after {counter + 1} frames; frame {t} requested "
+                        f"({meta.num_frames} declared, source {meta.frame_count_source})",
+                    ) from None
+                n_decoded += 1
+                if n_decoded % 16 == 0:
+                    _check_deadline(path, deadline, f"decoding (frame {t} wanted)")
+                if use_pts:
+                    idx = pts_to_idx.get(frame.pts) if frame.pts is not None else None
+                    if idx is None:
+                        raise _Fallback(f"decoded frame pts {frame.pts} not in the packet table")
+                    if just_seeked and idx > t:
+                        raise _Fallback(f"seek landed after frame {t}")
+                    just_seeked = False
+                else:
+                    counter += 1
+                    idx = counter
+                if idx in wanted and idx not in out:
+                    out[idx] = _convert(frame, out_hw, native, interpolation)
+                elif not use_pts and idx > t:  # cannot happen with sequential counting
+                    raise MediaError(path, "decode_error", f"frame {t} skipped")
+        return out
+    except av.error.FFmpegError as e:
+        raise MediaError(path, "decode_error", _av_msg(e)) from None
+    finally:
+        c.close()
+
+
+def _decode_decord(path: str, targets: list[int], meta: VideoMetadata, size: tuple[int, int] | None,
+                   deadline: float) -> dict[int, np.ndarray]:
+    import decord
+
+    kw = {}
+    if size is not None:
+        kw = {"height": int(size[0]), "width": int(size[1])}
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, **kw)
+        n = len(vr)
+        if targets[-1] >= n:
+            raise MediaError(path, "truncated", f"decord sees {n} frames; frame {targets[-1]} requested")
+        arr = vr.get_batch(list(targets)).asnumpy()
+    except MediaError:
+        raise
+    except Exception as e:  # decord raises its own DECORDError / RuntimeError
+        raise MediaError(path, "decode_error", f"decord: {e}") from None
+    _check_deadline(path, deadline, "decoding with decord")
+    return {t: arr[i] for i, t in enumerate(targets)}
+
+
+def _choose_backend(backend: str, size, targets, meta) -> str:
+    if backend == "pyav":
+        return "pyav"
+    if backend == "decord":
+        if not has_decord():
+            raise ConfigError("backend", "'decord' is not installed (pip install decord), use 'pyav' or 'auto'")
+        return "decord"
+    if backend != "auto":
+        raise ConfigError("backend", f"unknown backend {backend!r}; use 'auto', 'pyav' or 'decord'")
+    return "pyav" if not has_decord() else _auto_rule(size, targets, meta)
+
+
+def _auto_rule(size, targets, meta) -> str:
+    # Measured in benchmarks/bench_decode.py on the real assets: PyAV with conversion of the sampled
+    # frames only matches or beats decord on every asset and policy, so 'auto' stays on PyAV; decord is
+    # used only on request. Keeping one backend also keeps resized pixels identical across machines.
+    return "pyav"
+
+
+def read_frames(
+    path,
+    indices: Sequence[int],
+    *,
+    size: tuple[int, int] | None = None,
+    meta: VideoMetadata | None = None,
+    timeout: float = 60.0,
+    backend: str = "auto",
+    strategy: str = "auto",
+    interpolation: str = "BICUBIC",
+    max_pixels: int | None = MAX_PIXELS,
+) -> torch.Tensor:
+    """Decode the frames at ``indices``. Returns ``uint8 [T, H, W, 3]`` RGB, in the order of ``indices``.
+
+    - ``size=(h, w)`` resizes during the RGB conversion (swscale, ``interpolation`` in PyAV's names:
+      BICUBIC, BILINEAR, AREA, ...); None keeps the native size.
+    - ``meta``: a previous :func:`probe_video` result (saves a probe).
+    - ``backend``: 'pyav', 'decord' (optional package) or 'auto' (see ``_auto_rule``).
+    - ``strategy`` (PyAV): 'auto' (cost model), 'sequential' (never seek), 'seek' (seek whenever a
+      keyframe lies between targets). All give bit-identical frames.
+    - ``timeout``: seconds for the whole call.
+    """
+    path = os.fspath(path)
+    deadline = _deadline(timeout)
+    if strategy not in ("auto", "sequential", "seek"):
+        raise ConfigError("strategy", f"unknown strategy {strategy!r}; use 'auto', 'sequential' or 'seek'")
+    hw = _check_size(size)
+    if meta is None:
+        meta = probe_video(path, timeout=timeout, max_pixels=max_pixels)
+    else:
+        _check_meta(path, meta, max_pixels)
+    idx_list = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise ConfigError("indices", f"frame indices must be integers, got {i!r}")
+        ii = int(i)
+        if not 0 <= ii < meta.num_frames:
+            raise MediaError(
+                path, "index_out_of_range",
+                f"frame {ii} requested, the video has {meta.num_frames} frames (0..{meta.num_frames - 1})",
+            )
+        idx_list.append(ii)
+    out_hw = hw or (meta.height, meta.width)
+    if not idx_list:
+        return torch.empty((0, out_hw[0], out_hw[1], 3), dtype=torch.uint8)
+    targets = sorted(set(idx_list))
+    chosen = _choose_backend(backend, hw, targets, meta)
+    if chosen == "decord":
+        got = _decode_decord(path, targets, meta, hw, deadline)
+    else:
+        try:
+            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, strategy, interpolation)
+        except _Fallback as e:
+            log.debug("%s: seek path gave up (%s); decoding sequentially", path, e)
+            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, "sequential", interpolation)
+    arr = np.stack([got[i] for i in idx_list])
+    return torch.from_numpy(arr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# time ranges, clips, windows
+# ----------------------------------------------------------------------------------------------------------
+def _frame_times(meta: VideoMetadata, timeout: float = 30.0) -> np.ndarray:
+    """Seconds of every frame from the first one, from the packet table when usable, else ``i / fps``."""
+    deadline = _deadline(timeout)
+    try:
+        scan = _get_scan(meta.path, meta.stream_index, timeout, deadline)
+    except MediaError:
+        scan = None
+    if scan is not None and scan.pts is not None and scan.count == meta.num_frames:
+        return (scan.pts - scan.pts[0]).astype(np.float64) * float(scan.time_base)
+    return np.arange(meta.num_frames, dtype=np.float64) / meta.fps
+
+
+def frame_timestamps(meta: VideoMetadata, indices: Sequence[int]) -> list[float]:
+    """Presentation time (s, from the first frame) of each index: exact for VFR when the packets carry
+    timestamps, else ``index / fps``."""
+    times = _frame_times(meta)
+    return [float(times[int(i)]) for i in indices]
+
+
+def frame_range(meta: VideoMetadata, start_s: float | None = None, end_s: float | None = None) -> tuple[int, int]:
+    """Frames whose timestamp lies in ``[start_s, end_s)``: returns ``(first, stop)`` (``stop`` exclusive).
+
+    ``None`` means the start / end of the video. Raises ``empty_range`` when no frame falls inside.
+    """
+    if start_s is not None and start_s < 0:
+        raise ConfigError("start_s", f"must be >= 0, got {start_s}")
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise ConfigError("end_s", f"must be > start_s ({start_s}), got {end_s}")
+    if start_s is None and end_s is None:
+        return 0, meta.num_frames
+    times = _frame_times(meta)
+    eps = 1e-6
+    first = 0 if start_s is None else int(np.searchsorted(times, float(start_s) - eps, side="left"))
+    stop = meta.num_frames if end_s is None else int(np.searchsorted(times, float(end_s) - eps, side="left"))
+    stop = min(stop, meta.num_frames)
+    if stop <= first:
+        raise MediaError(
+            meta.path, "empty_range",
+            f"no frame in [{start_s}, {end_s}) s (video: {meta.duration:.3f} s, {meta.num_frames} frames)",
+        )
+    return first, stop
+
+
+def read_clip(
+    path,
+    num_frames: int,
+    sample: str = "middle",
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    size: tuple[int, int] | None = None,
+    rng: random.Random | None = None,
+    timeout: float = 60.0,
+    strict: bool = False,
+    backend: str = "auto",
+    num_clips: int = 1,
+    clip_idx: int = 0,
+    max_num_frames: int = -1,
+    meta: VideoMetadata | None = None,
+    max_pixels: int | None = MAX_PIXELS,
+) -> tuple[torch.Tensor, list[int], VideoMetadata]:
+    """Sample ``num_frames`` frames with policy ``sample`` from ``[start_s, end_s)`` and decode them.
+
+    Policies (see :mod:`internvideo2.data.sampling`): 'rand' (train), 'middle' (test), 'fps{X}',
+    'uniform' (chat inference), 'sparse_train', 'sparse_test' (view ``clip_idx`` of ``num_clips``),
+    'ssv2_test', 'tsn'. Returned indices are absolute frame indices in the file.
+
+    Short clips: by default the official behaviour (the last index is repeated up to ``num_frames``);
+    ``strict=True`` raises ``MediaError(reason='too_few_frames')`` instead.
+    Returns ``(frames uint8 [T, H, W, 3], indices, meta)``.
+    """
+    from .sampling import sample_indices
+
+    path = os.fspath(path)
+    deadline = _deadline(timeout)
+    if meta is None:
+        meta = probe_video(path, timeout=timeout, max_pixels=max_pixels)
+    first, stop = frame_range(meta, start_s, end_s)
+    vlen = stop - first
+    if strict and not sample.startswith("fps") and vlen < num_frames:
+        raise MediaError(
+            path, "too_few_frames",
+            f"{num_frames} frames requested, {vlen} available in the range (strict=True)",
+        )
+    local = sample_indices(sample, num_frames, vlen, fps=meta.fps, rng=rng, num_clips=num_clips,
+                           clip_idx=clip_idx, max_num_frames=max_num_frames)
+    indices = [first + int(i) for i in local]
+    remaining = max(deadline - time.monotonic(), 1e-3)
+    frames = read_frames(path, indices, size=size, meta=meta, timeout=remaining, backend=backend,
+                         max_pixels=max_pixels)
+    return frames, indices, meta
+
+
+def sliding_windows(meta: VideoMetadata, window_s: float, stride_s: float) -> list[tuple[float, float]]:
+    """Cover ``[0, duration]`` with windows of ``window_s`` seconds every ``stride_s`` seconds.
+
+    Windows start at 0, stride, 2*stride, ... while they fit; if the last one ends before the video does,
+    one more window is aligned to the end (``[duration - window_s, duration]``), so every window has the
+    full length and the tail is covered. A video shorter than the window gives one window ``[0, duration]``.
+    """
+    if not window_s > 0:
+        raise ConfigError("window_s", f"must be > 0, got {window_s}")
+    if not stride_s > 0:
+        raise ConfigError("stride_s", f"must be > 0, got {stride_s}")
+    dur = float(meta.duration)
+    if dur <= window_s:
+        return [(0.0, dur)]
+    out = []
+    eps = 1e-9
+    k = 0
+    while True:
+        s = k * stride_s
+        if s + window_s > dur + eps:
+            break
+        out.append((round(s, 6), round(s + window_s, 6)))
+        k += 1
+    if out[-1][1] < dur - 1e-6:
+        out.append((round(dur - window_s, 6), round(dur, 6)))
+    return out
+

