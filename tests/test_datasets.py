@@ -17,6 +17,7 @@ from internvideo2.data.datasets import (
     BadSample,
     BadSamplePolicy,
     BadSampleTracker,
+    ClipDataset,
     DataQualityError,
     DistributedIndexSampler,
     RetrievalEvalDataset,
@@ -366,7 +367,11 @@ def test_cache_gives_the_same_samples_as_decoding(tmp_path):
         for i in range(3):
             a, b = plain[i], cached[i]
             assert torch.equal(a["video"], b["video"]) and a["caption"] == b["caption"]
-    assert len(cached._clips) == 3
+    assert sum(k[0].startswith(str(tmp_path)) for k in ClipDataset._CACHE) == 3
+    # a second dataset over the same files reuses the decoded clips
+    again = VideoTextDataset(ann, tmp_path, num_frames=4, sample="rand", seed=3, cache=True)
+    assert torch.equal(again[(0, 1)]["video"], cached[(0, 1)]["video"])
+    assert sum(k[0].startswith(str(tmp_path)) for k in ClipDataset._CACHE) == 3
     bad = tmp_path / "bad.json"
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 100)
     bad.write_text(json.dumps([{"video": "junk.mp4", "caption": "broken file here"}]))

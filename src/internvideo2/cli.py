@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"internvideo2 {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    # intermixed: options may follow positional overrides (``train cfg.yaml a=1 --smoke``)
-    args = parser.parse_intermixed_args(rest)
+    # intermixed: options may follow positional overrides (``train cfg.yaml a=1 --smoke``); commands that
+    # forward the rest of the line to a sub-parser (nargs=REMAINDER) cannot be parsed that way
+    if any(a.nargs == argparse.REMAINDER for a in parser._actions):
+        args = parser.parse_args(rest)
+    else:
+        args = parser.parse_intermixed_args(rest)
     return int(module.run(args) or 0)
 
 

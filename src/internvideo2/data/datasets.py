@@ -425,8 +425,10 @@ class ClipDataset(Dataset):
             (use :func:`collate_skip_bad`); ``False`` re-raises.
         timeout: decoding time limit per file, seconds.
         cache: keep every decoded clip (all its frames, at ``decode_size``) in memory after first use and
-            sample from that; for small corpora such as the synthetic world. Memory grows with the corpus
-            (2000 clips of 8 x 64 x 64 frames take 200 MB); each DataLoader worker keeps its own cache.
+            sample from that; for small corpora such as the synthetic world. The cache is shared by all
+            datasets of the process (keyed by file, size and modification time), so successive training
+            stages decode a corpus once. Memory grows with the corpus (2000 clips of 8 x 64 x 64 frames take
+            200 MB); each DataLoader worker process keeps its own copy. ``ClipDataset.clear_cache()`` frees it.
     """
 
     def __init__(
@@ -458,7 +460,6 @@ class ClipDataset(Dataset):
         self.skip_bad = skip_bad
         self.timeout = float(timeout)
         self.cache = bool(cache)
-        self._clips: dict[str, tuple[torch.Tensor, Any]] = {}
 
     # -- epoch and seeds ------------------------------------------------------------------------------
 
@@ -474,8 +475,8 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _path_of(self, index: int) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _path_of(self, index: int) -> str:
+        return self.records[index].path
 
     def _load(self, index: int, epoch: int) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -542,19 +543,41 @@ class ClipDataset(Dataset):
             video = _to_float_video(frames)
         return video, list(indices)
 
-    def _sample_cached(self, path, start_s, end_s, rng):
-        """Decode the whole clip once (kept in memory), then sample exactly as ``read_clip`` does."""
-        from .sampling import sample_indices
-        from .video import frame_range, probe_video, read_frames
+    _CACHE: dict[tuple, tuple[torch.Tensor, Any]] = {}  # process-wide decoded clips (see ``cache``)
 
-        if path not in self._clips:
+    @classmethod
+    def clear_cache(cls) -> None:
+        cls._CACHE.clear()
+
+    def _decoded(self, path: str):
+        """``(all frames uint8 [N, H, W, 3] at decode_size, metadata)``, kept in memory with ``cache``."""
+        from .video import probe_video, read_frames
+
+        try:
+            key = (os.path.abspath(path), self.decode_size, os.stat(path).st_mtime_ns)
+        except OSError:
+            key = None  # missing file: decoding below raises the typed error
+        entry = self._CACHE.get(key) if key else None
+        if entry is None:
             meta = probe_video(path, timeout=self.timeout)
             n = int(meta.num_frames or 0)
             if n <= 0:
                 raise MediaError(path, "no_frames", "the video has no decodable frame")
-            self._clips[path] = (read_frames(path, list(range(n)), size=self.decode_size, meta=meta,
-                                             timeout=self.timeout), meta)
-        all_frames, meta = self._clips[path]
+            entry = (read_frames(path, list(range(n)), size=self.decode_size, meta=meta, timeout=self.timeout), meta)
+            if self.cache and key:
+                self._CACHE[key] = entry
+        return entry
+
+    def whole_video(self, index: int) -> torch.Tensor:
+        """Every frame of sample ``index``, uint8 ``[N, H, W, 3]`` (for multi-view testing)."""
+        return self._decoded(self._path_of(index))[0]
+
+    def _sample_cached(self, path, start_s, end_s, rng):
+        """Decode the whole clip once (kept in memory), then sample exactly as ``read_clip`` does."""
+        from .sampling import sample_indices
+        from .video import frame_range
+
+        all_frames, meta = self._decoded(path)
         first, stop = frame_range(meta, start_s, end_s)
         local = sample_indices(self.sample, self.num_frames, stop - first, fps=meta.fps, rng=rng)
         indices = [first + int(i) for i in local]

@@ -12,12 +12,19 @@ import sys
 
 from internvideo2.errors import InternVideo2Error
 
-# task name -> (module, one-line help). Modules expose configure_cli(parser) and run_cli(args) -> int.
+# task name -> (module or "module:object", one-line help). They expose configure_cli(parser) and run_cli(args) -> int.
 TASKS: dict[str, tuple[str, str]] = {
     "tal": ("internvideo2.eval.tal",
             "temporal action localisation mAP at tIoU thresholds (ActivityNet JSON)"),
     "moments": ("internvideo2.eval.moments",
                 "moment retrieval / highlight detection (QVHighlights JSONL; --charades for Charades-STA)"),
+    "retrieval": ("internvideo2.eval.zeroshot:RetrievalCLI",
+                  "zero-shot text-video retrieval: cosine, dual-softmax and ITM re-ranking side by side"),
+    "zeroshot-cls": ("internvideo2.eval.zeroshot:ZeroShotCLI",
+                     "zero-shot action classification with prompt-template ensembles"),
+    "mc": ("internvideo2.eval.zeroshot:MultipleChoiceCLI", "multiple-choice video-text retrieval accuracy"),
+    "cls": ("internvideo2.eval.classification:ClassificationCLI",
+            "action classification with the multi-view test (N clips x M crops)"),
 }
 
 
@@ -32,7 +39,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     module_name, help_text = TASKS[args.task]
+    module_name, _, attr = module_name.partition(":")
     module = importlib.import_module(module_name)
+    if attr:
+        module = getattr(module, attr)
     parser = argparse.ArgumentParser(prog=f"internvideo2 eval {args.task}", description=help_text)
     module.configure_cli(parser)
     task_args = parser.parse_args(args.task_args)

@@ -58,11 +58,12 @@ def encode_videos(model, videos: Tensor | Iterable[Tensor], batch_size: int = 32
     dev = next(model.parameters()).device
     feats, tokens = [], []
     for x in _batches(videos, batch_size):
-        t, pooled, _ = model.encode_vision(x.to(dev))
+        out = model.encode_vision(x.to(dev))
+        t, pooled = (out[0], out[1]) if isinstance(out, tuple) else (None, out)  # CLIP models: no tokens
         feats.append(model.vision_feature(pooled).float().cpu())
-        if keep_tokens:
+        if t is not None and keep_tokens:
             tokens.append(t.cpu())
-    return VideoBank(torch.cat(feats), torch.cat(tokens) if keep_tokens else None)
+    return VideoBank(torch.cat(feats), torch.cat(tokens) if tokens else None)
 
 
 @torch.no_grad()
@@ -74,12 +75,13 @@ def encode_texts(model, texts: Sequence[str], batch_size: int = 256, keep_hidden
     for i in range(0, len(texts), batch_size):
         tok = model.tokenizer(list(texts[i:i + batch_size]))
         ids, att = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
-        h, cls = model.encode_text(ids, att)
+        out = model.encode_text(ids, att)
+        h, cls = out if isinstance(out, tuple) else (None, out)  # CLIP models: the embedding only
         feats.append(model.text_feature(cls).float().cpu())
-        if keep_hidden:
+        if keep_hidden and h is not None:
             hidden.append(h.cpu())
             atts.append(att.cpu())
-    return TextBank(torch.cat(feats), torch.cat(hidden) if keep_hidden else None, torch.cat(atts) if keep_hidden else None)
+    return TextBank(torch.cat(feats), torch.cat(hidden) if hidden else None, torch.cat(atts) if atts else None)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ _MODEL_TYPES: dict[str, str] = {
     "pretrain": "internvideo2.models.variants:InternVideo2Pretrain",
     "teacher": "internvideo2.models.variants:TeacherModel",
     "stage2": "internvideo2.models.stage2:InternVideo2Stage2",
+    "clip": "internvideo2.models.clip:InternVideo2CLIP",
     "image_text_teacher": "internvideo2.models.teachers:ImageTextTeacher",
     "videomae_teacher": "internvideo2.models.teachers:VideoMAETeacher",
 }

@@ -169,6 +169,9 @@ class InternVideo2Stage2(nn.Module):
             return self.vision_encoder.get_layer_id(name[len("vision_encoder."):])
         return self.vision_encoder.num_layers + 1
 
+    def get_num_layers(self) -> int:
+        return self.vision_encoder.num_layers
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.vision_encoder.set_grad_checkpointing(enable)
         self.text_encoder.bert.set_gradient_checkpointing(enable)

@@ -96,23 +96,27 @@ class ImageTextTeacher(nn.Module):
         pooled = self.vision.pool(self.vision.forward_features(frames).tokens)
         return F.normalize(self.vision_proj(pooled), dim=-1)
 
-    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def text_pooled(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The text tower's pooled feature ``[N, H]`` (before the projection)."""
         h = self.text_encoder(input_ids, attention_mask, mode="text")
         if self.config.text_pool == "mean":
             m = attention_mask.unsqueeze(-1).to(h.dtype)
-            feat = (h * m).sum(1) / m.sum(1).clamp_min(1)
-        else:
-            feat = h[:, 0]
+            return (h * m).sum(1) / m.sum(1).clamp_min(1)
+        return h[:, 0]
+
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor, pooled: Tensor | None = None) -> Tensor:
+        feat = self.text_pooled(input_ids, attention_mask) if pooled is None else pooled
         return F.normalize(self.text_proj(feat), dim=-1)
 
-    def forward(self, frames: Tensor, input_ids: Tensor, attention_mask: Tensor, idx: Tensor | None = None,
-                gather=None) -> dict[str, Tensor]:
+    def forward(self, frames: Tensor, input_ids: Tensor | None, attention_mask: Tensor | None,
+                idx: Tensor | None = None, gather=None, text_pooled: Tensor | None = None) -> dict[str, Tensor]:
+        """``text_pooled``: precomputed :meth:`text_pooled` features (a frozen text tower's cache)."""
         from ..train.losses import vtc_loss
 
         with torch.no_grad():
             self.temp.clamp_(0.01, 0.5)
         v = self.image_features(frames)
-        t = self.text_features(input_ids, attention_mask)
+        t = self.text_features(input_ids, attention_mask, text_pooled)
         idx = torch.arange(len(v), device=v.device) if idx is None else idx
         loss = vtc_loss(v, t, idx, self.temp, gather)
         return {"loss_itc": loss, "loss": loss}

@@ -473,7 +473,8 @@ class BertOnlyMLMHead(nn.Module):
 @dataclass
 class MaskedLMOutput:
     """``loss``: scalar mean cross-entropy over labelled positions (None without labels); ``logits``: ``[N, L,
-    vocab]``; ``last_hidden_state``: ``[N, L, H]``."""
+    vocab]`` without labels, ``[n_labelled, vocab]`` (labelled positions, row-major) with labels;
+    ``last_hidden_state``: ``[N, L, H]``."""
 
     loss: Tensor | None
     logits: Tensor
@@ -509,7 +510,8 @@ class BertForMaskedLM(nn.Module):
         token_type_ids: Tensor | None = None,
     ) -> MaskedLMOutput:
         """Same arguments as :meth:`BertModel.forward`, plus ``labels`` ``[N, L]`` int64 (-100 = not
-        predicted).
+        predicted). With labels, ``logits`` are ``[n_predicted, vocab]`` for the predicted positions only (in
+        row-major order); without, ``[N, L, vocab]``.
 
         The official MLM step (spec 4.4) is ``h = model.bert(masked_ids, mask, mode="text")`` followed by
         ``model(encoder_embeds=h, attention_mask=mask, encoder_hidden_states=vision, labels=labels,
@@ -524,12 +526,15 @@ class BertForMaskedLM(nn.Module):
             mode=mode,
             token_type_ids=token_type_ids,
         )
-        logits = self.cls(h)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
-            )
+            # the vocabulary projection only where a token is predicted: the same loss as projecting every
+            # position (ignore_index drops the others), at a fraction of the cost ([N*L, vocab] otherwise)
+            chosen = labels != -100
+            logits = self.cls(h[chosen])
+            loss = F.cross_entropy(logits.float(), labels[chosen]) if logits.shape[0] else logits.sum() * 0.0
+        else:
+            logits = self.cls(h)
         return MaskedLMOutput(loss=loss, logits=logits, last_hidden_state=h)
 
 

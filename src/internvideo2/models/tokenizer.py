@@ -115,9 +115,15 @@ class TextTokenizer:
         enc = self._tk.encode(text)
         return [t for t, m in zip(enc.tokens, enc.attention_mask) if m]
 
-    def __call__(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
+    def __call__(self, texts: Sequence[str] | str, padding: str = "max_length") -> dict[str, torch.Tensor]:
         """``texts`` (N strings; a single string counts as N = 1) -> ``input_ids``, ``attention_mask`` int64
-        ``[N, max_length]``; 1 = real token (incl. [CLS]/[SEP]), 0 = pad."""
+        ``[N, max_length]``; 1 = real token (incl. [CLS]/[SEP]), 0 = pad.
+
+        ``padding="longest"`` cuts the columns after the longest text of the batch (truncation still at
+        ``max_length``). The real tokens' features are identical (pads are masked out of attention), and
+        training is cheaper; the official code pads to ``max_length``."""
+        if padding not in ("max_length", "longest"):
+            raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -129,6 +135,9 @@ class TextTokenizer:
         mask = torch.tensor([e.attention_mask for e in encs], dtype=torch.int64).reshape(
             len(texts), self.max_length
         )
+        if padding == "longest" and len(texts):
+            keep = max(int(mask.sum(1).max()), 1)
+            ids, mask = ids[:, :keep].contiguous(), mask[:, :keep].contiguous()
         return {"input_ids": ids, "attention_mask": mask}
 
 

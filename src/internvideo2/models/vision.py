@@ -254,6 +254,9 @@ class VisionTransformer(nn.Module):
     def num_layers(self) -> int:
         return len(self.blocks)
 
+    def get_num_layers(self) -> int:
+        return len(self.blocks)
+
     # ------------------------------------------------------------------ convenience API
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor, *, num_frames: int | None = None, use_image: bool | None = None):
@@ -280,15 +283,11 @@ class VisionTransformer(nn.Module):
                 raise ShapeError(f"raw frames must be uint8 [(B,) T, H, W, 3], got {tuple(video.shape)}")
             if num_frames is not None and video.shape[1] != num_frames:
                 raise ShapeError(f"got {video.shape[1]} frames, expected {num_frames}")
-            x = video.permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B, T, 3, H, W]
-            B, T = x.shape[:2]
-            size = self.cfg.img_size
-            # the official stage-2 evaluation transform: squash to size x size, bicubic
-            x = F.interpolate(x.flatten(0, 1), size=(size, size), mode="bicubic", align_corners=False)
-            x = x.clamp_(0, 1).view(B, T, 3, size, size)
-            mean = torch.tensor(self.cfg.mean).view(1, 1, 3, 1, 1)
-            std = torch.tensor(self.cfg.std).view(1, 1, 3, 1, 1)
-            x = ((x - mean) / std).permute(0, 2, 1, 3, 4)
+            from ..data.transforms import build_eval_transform
+
+            # the official stage-2 evaluation transform: squash to size x size (bicubic), normalise
+            tf = build_eval_transform(self.cfg.img_size, mode="squash", mean=self.cfg.mean, std=self.cfg.std)
+            x = torch.stack([tf(clip) for clip in video]).permute(0, 2, 1, 3, 4)  # [B, 3, T, S, S]
         elif video.is_floating_point() and video.ndim == 5 and video.shape[1] == self.cfg.in_chans:
             x = video
         else:

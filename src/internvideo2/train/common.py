@@ -88,11 +88,13 @@ def text_config(name: str, encoder_width: int, fusion_layer: int | None = None, 
     return cfg
 
 
-def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "model.pretrained"):
+def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "model.pretrained",
+                        head_rows: int | None = None):
     """Initialise a vision encoder (e.g. stage 2's, or a classifier) from a checkpoint: our saved folder of
     any vision model type, or an official file. Keys that only the source has (stage-1 decoders, MAE
     branch, heads) are dropped and keys only the target has (its own decoders, image tables, heads) stay
-    freshly initialised — both listed in the returned report, never silently."""
+    freshly initialised — both listed in the returned report, never silently. ``head_rows``: keep only the
+    first rows of the checkpoint's ``head`` (official K710 -> K400 head transfer, spec §6.1, P39)."""
     from ..checkpoint.io import load_state_dict_strict, read_checkpoint, select_prefix, unwrap_state_dict
     from ..checkpoint.pretrained import CONFIG_FILE, WEIGHTS_FILE
 
@@ -108,6 +110,12 @@ def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "mode
     for prefix in ("vision_encoder.", "module."):
         if any(k.startswith(prefix) for k in sd):
             sd, _ = select_prefix(sd, prefix)
+    if head_rows is not None:
+        if "head.weight" not in sd or sd["head.weight"].shape[0] < head_rows:
+            have = tuple(sd["head.weight"].shape) if "head.weight" in sd else "none"
+            raise ConfigError(field, f"{p}: a head with at least {head_rows} rows is needed for the head "
+                                     f"transfer, the checkpoint has {have}")
+        sd = {**sd, **{k: sd[k][:head_rows] for k in ("head.weight", "head.bias") if k in sd}}
     target = set(encoder.state_dict())
     source_only = ("clip_decoder.*", "final_clip_decoder.*", "mae_decoder.*", "mae_pos_embed", "fc_norm.*",
                    "head.*", "extra_mlp.*", "clip_img_pos_embed", "img_pos_embed", "clip_pos_embed")

@@ -20,6 +20,7 @@ saved by :func:`~internvideo2.save_pretrained` (a trained ``image_text_teacher``
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -33,10 +34,21 @@ from .tasks import StepContext, Task, register_task
 from .teachers import _data_options, _video_dataset
 
 STAGE1_OPTIONS: dict[str, Any] = {
+    "random_teachers": False,  # smoke runs only: tiny RANDOM teachers instead of trained ones
     "clip_teacher": None, "mae_teacher": None, "mask_type": "attention", "mask_ratio": 0.8,
     "clip_loss_ratio": [1.0, 1.0], "mae_loss_ratio": 1.0, "sample_visible": True,
+    # teacher layers returned as targets (official clip_return_layer / clip_teacher_return_interval,
+    # mae_return_layer / mae_return_interval); None keeps the teacher folder's own setting
+    "clip_return_layer": None, "clip_teacher_return_interval": None,
+    "mae_return_layer": None, "mae_teacher_return_interval": None,
+    # keep each clip's (frozen) teacher outputs after first use: exact when the student's input of a clip
+    # never changes, i.e. deterministic frame sampling and no random augmentation (checked in validate)
+    "cache_teacher_outputs": False,
 }
+log = logging.getLogger("internvideo2.train.stage1")
+
 DISTILL_OPTIONS: dict[str, Any] = {
+    "random_teachers": False,  # smoke runs only: a tiny RANDOM teacher instead of a trained one
     "teacher": None, "teacher_return_layer": 6, "teacher_return_interval": 3.34, "mask_type": "attention",
     "mask_ratio": 0.8, "clip_loss_ratio": [1.0, 1.0], "sample_visible": True,
 }
@@ -91,6 +103,22 @@ def load_teacher(path: str, field: str, kind: str | None = None, return_layer: i
     return teacher
 
 
+def _set_return_layers(teacher: nn.Module, layers, interval, field: str) -> nn.Module:
+    """Make a loaded teacher return ``layers`` layers ``depth-1-int(i*interval)`` (None keeps its own)."""
+    import dataclasses
+
+    if layers is None and interval is None:
+        return teacher
+    cfg = teacher.config
+    cfg = dataclasses.replace(cfg, return_layer=cfg.return_layer if layers is None else int(layers),
+                              return_interval=cfg.return_interval if interval is None else float(interval))
+    idx = cfg.return_index
+    if min(idx) < 0:
+        raise ConfigError(field, f"layers {idx} outside the teacher's {cfg.vision.depth} blocks")
+    teacher.config, teacher.return_index = cfg, idx
+    return teacher
+
+
 def _mask(kind: str, ratio: float, B: int, grid, idx, seed: int, step: int, attn=None, sample: bool = True,
           per_frame: bool = True):
     """Per-sample masks ``[B, 1+N]`` drawn from (seed, step, sample index): rank-independent."""
@@ -108,6 +136,21 @@ def _mask(kind: str, ratio: float, B: int, grid, idx, seed: int, step: int, attn
     return torch.cat(rows)
 
 
+def _random_teachers(frames: int, size: int):
+    """Tiny RANDOM teachers with the right interfaces, for smoke runs of the stage-1 recipe only."""
+    from ..models.config import TeacherConfig, vision_config
+    from ..models.variants import TeacherModel
+
+    log.warning("task.options.random_teachers: stage 1 from RANDOM tiny teachers (smoke runs only)")
+    clip = TeacherModel(TeacherConfig(vision=vision_config("internvl-c-6b", embed_dim=64, depth=2, num_heads=4,
+                                                           img_size=size, clip_embed_dim=32, attn_pool_heads=4),
+                                      kind="internvl_clip", return_layer=2))
+    mae = TeacherModel(TeacherConfig(vision=vision_config("videomae-g14", embed_dim=48, depth=2, num_heads=4,
+                                                          img_size=size, num_frames=frames), kind="videomae",
+                                     return_layer=2))
+    return clip.eval().requires_grad_(False), mae.eval().requires_grad_(False)
+
+
 @register_task("stage1")
 class Stage1Task(Task):
     """Stage 1 with a CLIP teacher and a MAE teacher."""
@@ -115,18 +158,34 @@ class Stage1Task(Task):
     def validate(self, cfg) -> None:
         o = _options(cfg, STAGE1_OPTIONS)
         for key in ("clip_teacher", "mae_teacher"):
-            if not o[key]:
+            if not o[key] and not o["random_teachers"]:
                 raise ConfigError(f"task.options.{key}", "a teacher checkpoint folder is required")
-        _data_options(cfg)
+        for key in ("clip_return_layer", "mae_return_layer"):
+            if o[key] is not None and (not isinstance(o[key], int) or o[key] < 1):
+                raise ConfigError(f"task.options.{key}", "must be a positive integer or null")
+        for key in ("clip_teacher_return_interval", "mae_teacher_return_interval"):
+            if o[key] is not None and not float(o[key]) > 0:
+                raise ConfigError(f"task.options.{key}", "must be > 0 or null")
+        d = _data_options(cfg)
+        if o["cache_teacher_outputs"] and (d["sample_type"] != "middle" or d["augment"] != "none"):
+            raise ConfigError("task.options.cache_teacher_outputs", "needs deterministic inputs: data.options."
+                                                                    "sample_type: middle and augment: none")
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.variants import InternVideo2Pretrain
 
         o = _options(cfg, STAGE1_OPTIONS)
-        self.clip_teacher = load_teacher(o["clip_teacher"], "task.options.clip_teacher", "internvl_clip")
-        self.mae_teacher = load_teacher(o["mae_teacher"], "task.options.mae_teacher", "videomae")
-        ct, mt = self.clip_teacher.config, self.mae_teacher.config
         d = _data_options(cfg)
+        if o["random_teachers"]:
+            self.clip_teacher, self.mae_teacher = _random_teachers(int(d["num_frames"]), int(d["image_res"]))
+        else:
+            self.clip_teacher = load_teacher(o["clip_teacher"], "task.options.clip_teacher", "internvl_clip")
+            self.mae_teacher = load_teacher(o["mae_teacher"], "task.options.mae_teacher", "videomae")
+        _set_return_layers(self.clip_teacher, o["clip_return_layer"], o["clip_teacher_return_interval"],
+                           "task.options.clip_return_layer")
+        _set_return_layers(self.mae_teacher, o["mae_return_layer"], o["mae_teacher_return_interval"],
+                           "task.options.mae_return_layer")
+        ct, mt = self.clip_teacher.config, self.mae_teacher.config
         vis, over = vision_from_model_cfg(cfg)
         frames = int(d["num_frames"]) // 2  # the student and the CLIP teacher see every other frame
         vis = vis.replace(num_frames=frames, img_size=int(d["image_res"]))
@@ -148,6 +207,25 @@ class Stage1Task(Task):
 
         return collate_skip_bad(samples)
 
+    def _teacher_outputs(self, full, video, idx, use_cache: bool):
+        """Teacher outputs for a batch; with ``use_cache`` each clip's outputs are kept after first use."""
+        from ..models.variants import TeacherOutput
+
+        cache = self.__dict__.setdefault("_tcache", {})
+        keys = [int(i) for i in idx]
+        if use_cache and all(k in cache for k in keys):
+            rows = [cache[k] for k in keys]
+            return (TeacherOutput(torch.stack([r[0] for r in rows], 1), torch.stack([r[1] for r in rows]),
+                                  torch.cat([r[2] for r in rows])),
+                    TeacherOutput(torch.stack([r[3] for r in rows], 1), None, None))
+        ct, mt = self.clip_teacher(video), self.mae_teacher(full)
+        if use_cache:
+            T = video.shape[2]
+            for j, k in enumerate(keys):
+                cache[k] = (ct.features[:, j].clone(), ct.pooled[j].clone(), ct.attn[j * T:(j + 1) * T].clone(),
+                            mt.features[:, j].clone())
+        return ct, mt
+
     def training_step(self, model, batch, ctx: StepContext):
         o = _options(ctx.cfg, STAGE1_OPTIONS)
         for t in (self.clip_teacher, self.mae_teacher):
@@ -156,8 +234,7 @@ class Stage1Task(Task):
         video = full[:, :, ::2]
         B = video.shape[0]
         with torch.no_grad():
-            ct = self.clip_teacher(video)
-            mt = self.mae_teacher(full)
+            ct, mt = self._teacher_outputs(full, video, batch["idx"], bool(o["cache_teacher_outputs"]))
             grid = ctx.unwrapped.cfg.grid
             mask = _mask(o["mask_type"], float(o["mask_ratio"]), B, grid, batch["idx"], ctx.cfg.train.seed, ctx.step,
                          attn=ct.attn, sample=bool(o["sample_visible"])).to(ctx.device)
@@ -175,7 +252,7 @@ class DistillTask(Task):
 
     def validate(self, cfg) -> None:
         o = _options(cfg, DISTILL_OPTIONS)
-        if not o["teacher"]:
+        if not o["teacher"] and not o["random_teachers"]:
             raise ConfigError("task.options.teacher", "a teacher checkpoint folder is required")
         _data_options(cfg)
 
@@ -183,10 +260,20 @@ class DistillTask(Task):
         from ..models.variants import InternVideo2Pretrain
 
         o = _options(cfg, DISTILL_OPTIONS)
-        self.teacher = load_teacher(o["teacher"], "task.options.teacher", "internvideo2",
-                                    int(o["teacher_return_layer"]), float(o["teacher_return_interval"]))
-        tc = self.teacher.config
         d = _data_options(cfg)
+        if o["random_teachers"]:
+            from ..models.config import TeacherConfig, vision_config
+            from ..models.variants import TeacherModel
+
+            log.warning("task.options.random_teachers: distilling from a RANDOM tiny teacher (smoke runs only)")
+            self.teacher = TeacherModel(TeacherConfig(
+                vision=vision_config("tiny", num_frames=int(d["num_frames"]), img_size=int(d["image_res"])),
+                kind="internvideo2", return_layer=int(o["teacher_return_layer"]),
+                return_interval=float(o["teacher_return_interval"]))).eval().requires_grad_(False)
+        else:
+            self.teacher = load_teacher(o["teacher"], "task.options.teacher", "internvideo2",
+                                        int(o["teacher_return_layer"]), float(o["teacher_return_interval"]))
+        tc = self.teacher.config
         vis, over = vision_from_model_cfg(cfg)
         vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
         if tc.vision.grid != vis.grid:

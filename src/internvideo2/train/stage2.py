@@ -28,7 +28,8 @@ log = logging.getLogger("internvideo2.train.stage2")
 
 OPTIONS: dict[str, Any] = {
     "text_encoder": "minilm",       # minilm | bert_base | bert_large | bert_tiny | HF folder
-    "text_pretrained": True,        # load the text tower's pretrained weights (minilm: from its package)
+    "text_pretrained": True,        # load the text tower's pretrained weights (minilm: from its package), or
+                                    # a path to HF BERT weights (official text_encoder.pretrained)
     "fusion_layer": None,           # first cross-attention layer (default per text encoder)
     "embed_dim": 512,
     "temp": 0.07,
@@ -62,6 +63,34 @@ DATA_OPTIONS: dict[str, Any] = {
 }
 
 
+def load_text_weights(text_encoder: nn.Module, o: dict[str, Any]) -> bool:
+    """``text_pretrained``: a path loads those HF BERT weights; ``true`` loads MiniLM's shipped weights for
+    ``text_encoder: minilm`` (other presets have none here and stay randomly initialised, with a warning);
+    ``false`` keeps the random init. Returns whether weights were loaded."""
+    from ..models.text import load_hf_bert
+
+    src = o["text_pretrained"]
+    if isinstance(src, str):
+        if not Path(src).exists():
+            raise ConfigError("task.options.text_pretrained", f"{src}: no such text checkpoint")
+        load_hf_bert(text_encoder, src)
+        return True
+    if src and o["text_encoder"] == "minilm":
+        from ..models.tokenizer import default_vocab_path
+
+        load_hf_bert(text_encoder, default_vocab_path().parent)
+        return True
+    if src:
+        log.warning("text_pretrained: no shipped weights for text_encoder %r; the text tower starts RANDOM "
+                    "(give a path to HF BERT weights)", o["text_encoder"])
+    return False
+
+
+def _check_text_pretrained(o: dict[str, Any]) -> None:
+    if not isinstance(o["text_pretrained"], (bool, str)):
+        raise ConfigError("task.options.text_pretrained", "must be true, false or a path to HF BERT weights")
+
+
 def _options(cfg) -> dict[str, Any]:
     unknown = sorted(set(cfg.task.options) - set(OPTIONS))
     if unknown:
@@ -85,6 +114,7 @@ class Stage2Task(Task):
 
     def validate(self, cfg) -> None:
         o = _options(cfg)
+        _check_text_pretrained(o)
         if o["model_cls"] not in ("InternVideo2_Stage2_visual", "InternVideo2_Stage2"):
             raise ConfigError("task.options.model_cls", "only the visual stage-2 model is built here "
                                                         "(the audio-visual 6B model needs the audio data path)")
@@ -132,11 +162,7 @@ class Stage2Task(Task):
 
         o = _options(cfg)
         model = InternVideo2Stage2(self.model_config(cfg))
-        if o["text_pretrained"] and o["text_encoder"] == "minilm":
-            from ..models.text import load_hf_bert
-            from ..models.tokenizer import default_vocab_path
-
-            load_hf_bert(model.text_encoder, default_vocab_path().parent)
+        if load_text_weights(model.text_encoder, o):
             model.apply_freezing()
         if cfg.model.pretrained:
             self.init_report = load_vision_weights(model.vision_encoder, cfg.model.pretrained)
@@ -176,7 +202,7 @@ class Stage2Task(Task):
 
     # ------------------------------------------------------------------ step
     def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
-        tok = self.tokenizer(list(batch["caption"]))
+        tok = self.tokenizer(list(batch["caption"]), padding="longest")
         video = to_model_layout(batch["video"])
         # the token mask of a sample depends on (seed, step, sample index) only, so a run on W ranks masks
         # exactly as a run on one; hard negatives and MLM corruption are drawn per rank (official: local)
@@ -218,3 +244,68 @@ class Stage2Task(Task):
             m = itm_eval(v2t, t2v, list(range(n)), list(range(n)), round_digits=None)
             res[f"{name}_t2v_r1"], res[f"{name}_v2t_r1"] = m["t2v_r1"], m["v2t_r1"]
         return res
+
+
+CLIP_OPTIONS: dict[str, Any] = {
+    "text_encoder": "minilm", "text_pretrained": True, "align_dim": 0, "temp": 0.01, "temp_min": 0.01,
+    "text_pool": "mean", "max_txt_l": 32, "freeze_vision": True, "open_vision_clip_projector": True,
+    "freeze_text": True, "eval_split": "heldout", "eval_num": 100,
+}
+
+
+@register_task("clip")
+class ClipTask(Stage2Task):
+    """InternVideo2-CLIP (spec §4.3): contrastive alignment of a trained video tower with a frozen text
+    tower; by default only the attention pool (+ ``vision_align``) and the temperature train."""
+
+    def _clip_options(self, cfg) -> dict[str, Any]:
+        unknown = sorted(set(cfg.task.options) - set(CLIP_OPTIONS))
+        if unknown:
+            raise ConfigError(f"task.options.{unknown[0]}", f"unknown CLIP option; known: {', '.join(sorted(CLIP_OPTIONS))}")
+        return {**CLIP_OPTIONS, **cfg.task.options}
+
+    def validate(self, cfg) -> None:
+        _check_text_pretrained(self._clip_options(cfg))
+        d = _data_options(cfg)
+        if d["corpus"] not in ("synth", "json"):
+            raise ConfigError("data.options.corpus", "must be 'synth' or 'json'")
+
+    def build_model(self, cfg) -> nn.Module:
+        from ..models.clip import CLIPConfig, InternVideo2CLIP
+
+        o, d = self._clip_options(cfg), _data_options(cfg)
+        vis, over = vision_from_model_cfg(cfg)
+        if over:
+            raise ConfigError(f"model.overrides.{sorted(over)[0]}", "not a VisionConfig field")
+        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
+        text = text_config(o["text_encoder"], vis.embed_dim, None)
+        embed = int(o["align_dim"]) or vis.clip_embed_dim
+        try:
+            ccfg = CLIPConfig(vision=vis, text=text, embed_dim=embed, align_dim=int(o["align_dim"]), temp=float(o["temp"]),
+                              temp_min=float(o["temp_min"]), text_pool=o["text_pool"], max_txt_len=int(o["max_txt_l"]),
+                              freeze_vision=bool(o["freeze_vision"]),
+                              open_vision_clip_projector=bool(o["open_vision_clip_projector"]),
+                              freeze_text=bool(o["freeze_text"]), add_sep=o["text_encoder"] == "minilm")
+        except ConfigError as e:
+            raise ConfigError(f"task.options.{e.field}", e.reason) from None
+        model = InternVideo2CLIP(ccfg)
+        if load_text_weights(model.text_encoder, o):
+            model.apply_freezing()
+        if cfg.model.pretrained:
+            self.init_report = load_vision_weights(model.vision_encoder, cfg.model.pretrained)
+        self.tokenizer = model.tokenizer
+        return model
+
+    def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer(list(batch["caption"]), padding="longest")
+        return model(to_model_layout(batch["video"]), tok["input_ids"].to(ctx.device),
+                     tok["attention_mask"].to(ctx.device), batch["idx"], gather=ctx.gather)
+
+    def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
+        o = self._clip_options(ctx.cfg)
+        saved = ctx.cfg.task.options
+        try:  # the stage-2 evaluation reads eval_split / eval_num from the options
+            ctx.cfg.task.options = {"eval_split": o["eval_split"], "eval_num": o["eval_num"]}
+            return super().evaluate(model, ctx)
+        finally:
+            ctx.cfg.task.options = saved

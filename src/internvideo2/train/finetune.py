@@ -1,0 +1,205 @@
+"""Action recognition: full fine-tuning, linear probing and attentive probing (official-spec §6).
+
+``task.name: finetune``. The classifier (:class:`~internvideo2.models.variants.InternVideo2Classifier`)
+is built from ``model.preset`` + ``model.overrides`` and initialised from ``model.pretrained`` (any
+vision model of this package or an official file; the head stays freshly initialised and is reported).
+
+Options (``task.options``): ``mode`` = ``full`` | ``linear`` (only fc_norm + head train) | ``attentive``
+(also the attention-pool projector), ``head`` = ``linear`` | ``ap``, ``label_smoothing`` (0.1),
+``mixup`` (0.8), ``cutmix`` (1.0), ``mixup_prob`` (1.0), ``mixup_switch_prob`` (0.5) — the official
+defaults, which no official script overrides, probing included (P37) — and the evaluation protocol
+``test_num_clips`` x ``test_num_crops``. Mixup/CutMix mix within the local batch ("batch" mode), with
+one box for the whole clip. Checkpoints: ``pretrained_extra`` (official ``--finetune_extra``) loads a second
+checkpoint's vision weights over ``model.pretrained``'s; ``k710_head_transfer`` starts the head from the
+first ``num_classes`` rows of a K710 checkpoint's head (official K710 -> K400, P39).
+
+Data (``data.options``): ``corpus: synth`` (``<split>_cls.csv`` of the synthetic world) or ``annotation``
+(a classification list) + ``video_root``; ``eval_split`` / ``eval_annotation`` for the test views.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .common import build_transform, load_vision_weights, step_generator, synth_corpus, to_model_layout, vision_from_model_cfg
+from .tasks import StepContext, Task, register_task
+
+log = logging.getLogger("internvideo2.train.finetune")
+
+OPTIONS: dict[str, Any] = {
+    "num_classes": None, "mode": "full", "head": "linear", "label_smoothing": 0.1, "mixup": 0.8, "cutmix": 1.0,
+    "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "init_scale": 0.001, "fc_drop_rate": 0.0,
+    "test_num_clips": 1, "test_num_crops": 1, "eval_num": None,
+    # official --finetune_extra: a second checkpoint (e.g. stage 2) whose vision weights are loaded over
+    # model.pretrained's
+    "pretrained_extra": None,
+    # official K710 -> K400 transfer: initialise the head from the first num_classes rows of the
+    # checkpoint's 710-class head (P39: K710's label order starts with the K400 classes)
+    "k710_head_transfer": False,
+}
+DATA_OPTIONS: dict[str, Any] = {
+    "corpus": "synth", "annotation": None, "video_root": None, "eval_split": "heldout", "eval_annotation": None,
+    "num_frames": 8, "sample_type": "rand", "image_res": 224, "cache": True, "augment": "official",
+    "synthetic": False,
+}
+
+
+def _options(cfg) -> dict[str, Any]:
+    unknown = sorted(set(cfg.task.options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"task.options.{unknown[0]}", f"unknown option; known: {', '.join(sorted(OPTIONS))}")
+    o = {**OPTIONS, **cfg.task.options}
+    if o["mode"] not in ("full", "linear", "attentive"):
+        raise ConfigError("task.options.mode", "must be 'full', 'linear' or 'attentive'")
+    for k in ("label_smoothing", "mixup_prob", "mixup_switch_prob"):
+        if not 0.0 <= float(o[k]) <= 1.0:
+            raise ConfigError(f"task.options.{k}", "must be in [0, 1]")
+    return o
+
+
+def _data_options(cfg) -> dict[str, Any]:
+    from pathlib import Path
+
+    d = {**DATA_OPTIONS, **cfg.data.options}
+    if d.get("synthetic"):
+        d.update(corpus="synth", synth_train=d.get("synth_train", 32), synth_heldout=d.get("synth_heldout", 8),
+                 synth_dir=d.get("synth_dir", str(Path(cfg.output_dir) / "synth")))
+    if d["corpus"] != "synth" and not d.get("annotation"):
+        raise ConfigError("data.options.annotation", "required unless corpus: synth")
+    return d
+
+
+def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: dict, gen: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """Mixup / CutMix on a video batch ``[B, 3, T, H, W]`` with label smoothing; returns soft targets
+    ``[B, K]``. One lambda per batch, pairs ``i`` with ``B-1-i``; the CutMix box is shared over time and
+    lambda is corrected to the box's true area."""
+    off = float(o["label_smoothing"]) / num_classes
+    onehot = F.one_hot(y, num_classes).float() * (1.0 - float(o["label_smoothing"])) + off
+    use_mix = (o["mixup"] > 0 or o["cutmix"] > 0) and gen.random() < float(o["mixup_prob"])
+    if not use_mix or x.shape[0] < 2:
+        return x, onehot
+    cut = o["cutmix"] > 0 and (o["mixup"] <= 0 or gen.random() < float(o["mixup_switch_prob"]))
+    flipped = x.flip(0)
+    if cut:
+        lam = float(gen.beta(o["cutmix"], o["cutmix"]))
+        H, W = x.shape[-2:]
+        r = np.sqrt(1.0 - lam)
+        ch, cw = int(H * r), int(W * r)
+        cy, cx = int(gen.integers(H)), int(gen.integers(W))
+        y0, y1 = np.clip(cy - ch // 2, 0, H), np.clip(cy + ch // 2, 0, H)
+        x0, x1 = np.clip(cx - cw // 2, 0, W), np.clip(cx + cw // 2, 0, W)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = flipped[..., y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(H * W)
+    else:
+        lam = float(gen.beta(o["mixup"], o["mixup"]))
+        x = x * lam + flipped * (1.0 - lam)
+    return x, onehot * lam + onehot.flip(0) * (1.0 - lam)
+
+
+@register_task("finetune")
+class FinetuneTask(Task):
+    """Fine-tuning / probing of an action classifier."""
+
+    def validate(self, cfg) -> None:
+        _options(cfg)
+        _data_options(cfg)
+
+    def _num_classes(self, cfg) -> int:
+        o, d = _options(cfg), _data_options(cfg)
+        if o["num_classes"]:
+            return int(o["num_classes"])
+        if d["corpus"] == "synth":
+            from ..data.synth import classes_table
+
+            return len(classes_table())
+        raise ConfigError("task.options.num_classes", "required for an annotation corpus")
+
+    def build_model(self, cfg) -> nn.Module:
+        from ..models.config import ClassifierConfig
+        from ..models.variants import InternVideo2Classifier
+
+        o, d = _options(cfg), _data_options(cfg)
+        vis, rest = vision_from_model_cfg(cfg)
+        if rest:
+            raise ConfigError(f"model.overrides.{sorted(rest)[0]}", "not a VisionConfig field")
+        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
+        model = InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=self._num_classes(cfg), head=o["head"],
+                                                        fc_drop_rate=float(o["fc_drop_rate"]),
+                                                        init_scale=float(o["init_scale"])))
+        if o["k710_head_transfer"] and not cfg.model.pretrained:
+            raise ConfigError("task.options.k710_head_transfer", "needs model.pretrained (a K710 classifier)")
+        if cfg.model.pretrained:
+            rows = model.config.num_classes if o["k710_head_transfer"] else None
+            self.init_report = load_vision_weights(model, cfg.model.pretrained, head_rows=rows)
+        if o["pretrained_extra"]:
+            self.extra_report = load_vision_weights(model, o["pretrained_extra"], "task.options.pretrained_extra")
+        if o["mode"] != "full":
+            trainable = ("fc_norm", "head", "extra_mlp") + (("clip_projector",) if o["mode"] == "attentive" else ())
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.split(".")[0] in trainable)
+        return model
+
+    def _dataset(self, cfg, train: bool):
+        from ..data.datasets import VideoClassificationDataset
+
+        d = _data_options(cfg)
+        if d["corpus"] == "synth":
+            root = synth_corpus(d)
+            split = "train" if train else d["eval_split"]
+            ann, video_root = root / f"{split}_cls.csv", root
+        else:
+            ann = d["annotation"] if train else d.get("eval_annotation")
+            video_root = d.get("video_root")
+            if ann is None:
+                return None
+        return VideoClassificationDataset(ann, video_root, num_frames=int(d["num_frames"]), sample=d["sample_type"],
+                                          transform=build_transform(d, int(d["image_res"]), True), seed=cfg.train.seed,
+                                          cache=bool(d["cache"]))
+
+    def build_train_dataset(self, cfg):
+        return self._dataset(cfg, train=True)
+
+    def collate(self, samples):
+        from ..data.datasets import collate_skip_bad
+
+        return collate_skip_bad(samples)
+
+    def training_step(self, model, batch, ctx: StepContext) -> dict[str, Tensor]:
+        o = _options(ctx.cfg)
+        x = to_model_layout(batch["video"])
+        y = batch["label"].long()
+        seed = int(step_generator(ctx.cfg.train.seed, ctx.step, ctx.rank, ctx.micro_step, "mix").initial_seed())
+        x, target = mix_batch(x, y, ctx.unwrapped.config.num_classes, o, np.random.default_rng(seed))
+        logits = model(x)
+        loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        acc = (logits.argmax(-1) == y).float().mean()
+        return {"loss": loss, "train_top1": acc.detach() * 100}
+
+    def evaluate(self, model, ctx: StepContext) -> dict[str, float] | None:
+        from ..eval.classification import evaluate_multiview
+
+        o = _options(ctx.cfg)
+        if getattr(self, "_eval", None) is None:
+            ds = self._dataset(ctx.cfg, train=False)
+            if ds is None:
+                self._eval = False
+                return None
+            n = len(ds) if not o["eval_num"] else min(int(o["eval_num"]), len(ds))
+            videos = [ds.whole_video(i) for i in range(n)]
+            self._eval = (videos, [ds.records[i].label for i in range(n)])
+        if self._eval is False:
+            return None
+        videos, labels = self._eval
+        d = _data_options(ctx.cfg)
+        res = evaluate_multiview(ctx.unwrapped, videos, labels, int(d["num_frames"]), int(o["test_num_clips"]),
+                                 int(o["test_num_crops"]), int(d["image_res"]))
+        log.info("multi-view test, %s, %d videos: top-1 %.2f, top-5 %.2f, mean class accuracy %.2f", res["views"],
+                 res["num_videos"], res["top1"], res["top5"], res["mean_class_accuracy"])
+        return {"top1": res["top1"], "top5": res["top5"], "mean_class_accuracy": res["mean_class_accuracy"]}
