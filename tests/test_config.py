@@ -236,5 +236,91 @@ def test_official_recipe_parses_and_validates(path):
     assert smoke.train.max_steps is not None and smoke.train.max_steps <= 10
     assert smoke.train.precision == "fp32" and smoke.train.device == "cpu"
     assert smoke.train.global_batch_size <= 8
-    assert smoke.model.preset != cfg.model.preset
+    assert smoke.model.preset == "tiny" != cfg.model.preset
+    assert smoke.model.pretrained is None and smoke.data.options.get("synthetic") is True
+    assert smoke.checkpoint.every_n_steps == 0
     assert smoke.log.tensorboard is False or smoke.log.tensorboard is True
+
+
+@pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
+def test_official_recipe_options_validate_against_the_task(path):
+    """The real recipe (not only its smoke variant) passes its task's option check, as `--check` does, and
+    names no smoke-only switch; the published teacher / checkpoint / annotation files stay named."""
+    from internvideo2.train.tasks import get_task
+
+    cfg = load_config(path)
+    get_task(cfg.task.name, cfg.task.module).validate(cfg)
+    opts, data = cfg.task.options, cfg.data.options
+    assert not opts.get("random_teachers") and not data.get("synthetic")
+    if cfg.task.name in ("stage1", "distill", "finetune", "stage2", "clip"):
+        assert data.get("annotation"), "the real recipe names its annotation file"
+        assert data.get("corpus") not in (None, "synth"), "the real recipe reads its annotation, not synthetic data"
+    if cfg.task.name == "stage1":
+        assert opts["clip_teacher"] and opts["mae_teacher"]
+    if cfg.task.name == "distill":
+        assert opts["teacher"]
+    if cfg.task.name in ("finetune", "stage2", "clip"):
+        assert cfg.model.pretrained, "the real recipe names the checkpoint it starts from"
+    from internvideo2.cli import main as cli_main
+
+    assert cli_main(["train", str(path), "--check", "--quiet"]) == 0
+
+
+def _meta_teacher(path, field, kind=None, return_layer=None, return_interval=None):
+    """The official teachers' architectures (InternVL-C 6B, VideoMAEv2-g, stage-2 1B at 8 frames), on the
+    meta device: what the recipes' teacher folders hold, without weights."""
+    from internvideo2.models.config import TeacherConfig, vision_config
+    from internvideo2.models.variants import TeacherModel
+
+    if kind == "internvl_clip":
+        tc = TeacherConfig(vision=vision_config("internvl-c-6b"), kind="internvl_clip", return_layer=1)
+    elif kind == "videomae":
+        tc = TeacherConfig(vision=vision_config("videomae-g14"), kind="videomae", return_layer=1)
+    else:
+        tc = TeacherConfig(vision=vision_config("internvideo2-1b", num_frames=8), kind="internvideo2",
+                           return_layer=return_layer, return_interval=return_interval)
+    return TeacherModel(tc).eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
+def test_official_recipe_builds_its_published_model(path, monkeypatch):
+    """Every real recipe builds its full-size model (on the meta device: no memory, no weights; files that
+    do not exist here are switched off) with the published layer pairing and freezing."""
+    import torch
+
+    import internvideo2.train.stage1 as stage1
+    from internvideo2.train.tasks import get_task
+
+    monkeypatch.setattr(stage1, "load_teacher", _meta_teacher)
+    cfg = load_config(path, ["model.pretrained=null"])
+    for key, off in (("text_pretrained", False), ("pretrained_extra", None), ("k710_head_transfer", False)):
+        if key in cfg.task.options:
+            cfg.task.options[key] = off
+    task = get_task(cfg.task.name, cfg.task.module)
+    task.validate(cfg)
+    with torch.device("meta"):
+        model = task.build_model(cfg)
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    if cfg.task.name == "stage1":
+        depth = model.config.vision.depth
+        assert model.config.clip_student_index == list(range(depth - 6, depth))
+        assert model.config.mae_student_index == list(range(depth - 4, depth))
+        assert task.clip_teacher.return_index == [42, 43, 44, 45, 46, 47]
+        assert task.mae_teacher.return_index == [36, 37, 38, 39]
+        assert model.config.vision.num_frames == 8 and model.config.vision.drop_path_rate > 0
+    elif cfg.task.name == "distill":
+        assert task.teacher.return_index == [23, 26, 29, 33, 36, 39]
+        assert model.config.clip_decoder == "mlp" and len(model.config.clip_student_index) == 6
+    elif cfg.task.name == "clip":
+        assert trainable == {"vision_encoder", "temp"}
+        pool = {n for n, _ in model.vision_encoder.named_parameters(prefix="vision_encoder")
+                if n.startswith("vision_encoder.clip_projector.")}
+        assert pool and {n for n, p in model.named_parameters() if p.requires_grad and n != "temp"} == pool
+    elif cfg.task.name == "finetune":
+        mode = cfg.task.options.get("mode", "full")
+        want = {"linear": {"fc_norm", "head"}, "attentive": {"fc_norm", "head", "clip_projector"}}.get(mode)
+        if want is not None:
+            assert trainable == want
+        assert model.config.num_classes == cfg.task.options["num_classes"]

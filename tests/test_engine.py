@@ -18,7 +18,6 @@ from internvideo2.errors import CheckpointError, ConfigError
 from internvideo2.train import checkpoint as ckpt
 from internvideo2.train.config import load_config
 from internvideo2.train.engine import Callback, Trainer, TrainingDiverged
-from internvideo2.train.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny" / "engine.yaml"
@@ -349,11 +348,10 @@ def test_sigterm_checkpoints_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
 def test_official_recipe_smoke_variant_runs(tmp_path, path):
-    """`--smoke` turns each published GPU recipe into a few CPU steps, once its task is registered."""
+    """`--smoke` turns each published GPU recipe into a few CPU steps (tiny preset, synthetic world)."""
     cfg = load_config(path, [f"output_dir={tmp_path}", "log.progress=false"], smoke=True)
-    try:
-        get_task(cfg.task.name, cfg.task.module)
-    except ConfigError as exc:
-        pytest.skip(f"task {cfg.task.name!r} is not available yet ({exc.reason})")
     summary = Trainer(cfg).fit()
     assert summary["steps"] == cfg.train.max_steps and summary["skipped_steps"] == 0
+    assert all(v == v for k, v in summary["final"].items() if isinstance(v, float)), summary["final"]
+    if cfg.task.name in ("finetune", "stage2", "clip"):  # these evaluate at the end, on the held-out split
+        assert summary["eval"], "the smoke run evaluates"

@@ -117,10 +117,12 @@ OFFICIAL_CLASSES: dict[str, OfficialFormat] = {
             norm_type=kw.get("clip_norm_type", "l2"))),
     "single_modality/models/videomae.py :: VisionTransformer": OfficialFormat(
         "teacher", lambda kw: TeacherConfig(
+            # mae_g14_hybrid fixes the g/14 sizes; other VideoMAE sizes can be given with the same names
             vision=vision_config("videomae-g14").replace(**{k: v for k, v in {
                 "img_size": kw.get("img_size"), "num_frames": kw.get("all_frames"),
-                "tubelet_size": kw.get("tubelet_size"), "attn_layout_bug": kw.get("attn_layout_bug")}.items()
-                if v is not None}),
+                "tubelet_size": kw.get("tubelet_size"), "attn_layout_bug": kw.get("attn_layout_bug"),
+                "embed_dim": kw.get("embed_dim"), "depth": kw.get("depth"), "num_heads": kw.get("num_heads"),
+                "mlp_ratio": kw.get("mlp_ratio"), "patch_size": kw.get("patch_size")}.items() if v is not None}),
             kind="videomae", return_layer=kw.get("mae_return_layer", 1),
             return_interval=kw.get("mae_return_interval", 1), norm_type=kw.get("mae_norm_type", "l2")),
         strip=("encoder.",)),

@@ -91,6 +91,14 @@ class ImageTextTeacher(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"temp"} | {"vision." + n for n in self.vision.no_weight_decay()}
 
+    def train(self, mode: bool = True):
+        """A frozen text tower always runs in eval mode (no dropout): its features are then fixed per
+        caption, which is what lets the training task compute each caption once."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.text_encoder.parameters()):
+            self.text_encoder.eval()
+        return self
+
     def image_features(self, frames: Tensor) -> Tensor:
         """``[B, 3, 1, H, W] -> [B, embed_dim]`` unit vectors."""
         pooled = self.vision.pool(self.vision.forward_features(frames).tokens)

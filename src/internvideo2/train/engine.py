@@ -812,6 +812,7 @@ class Trainer:
             # per-rank streams for dropout etc.; rank 0 keeps the plain seed
             self._seed_all(cfg.train.seed + self.info.rank)
         self._open_logs(resumed=path is not None)
+        self.model.train(True)  # explicit: a model's own train() may pin frozen parts in eval mode
         start_step, t_start = self.step, time.perf_counter()
         try:  # SIGTERM (preemption, torchrun shutdown): checkpoint at the next step boundary, then exit
             old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
