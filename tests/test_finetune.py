@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from internvideo2.errors import ConfigError
 from internvideo2.eval.classification import evaluate_multiview, linear_probe, multiview_clips
 from internvideo2.models.config import vision_config
 from internvideo2.train.config import config_from_dict
@@ -155,31 +156,41 @@ def _saved(model, folder):
 
 
 def test_k710_head_transfer_and_extra_checkpoint(tmp_path):
-    """Official K710 -> K400 head transfer (first rows of the 710-way head) and --finetune_extra (a second
-    checkpoint's vision weights over the first's)."""
+    """Official K710 head transfer (K400: the first 400 rows; K600/K700: the shipped index maps) and
+    --finetune_extra (a second checkpoint's vision weights over the first's)."""
+    from internvideo2.checkpoint.heads import k710_rows
     from internvideo2.errors import CheckpointError
     from internvideo2.models.config import ClassifierConfig
     from internvideo2.models.variants import InternVideo2Classifier
     from internvideo2.models.vision import VisionTransformer
 
     vis = vision_config("tiny", num_frames=2, img_size=28)
-    k710, k710_sd = _saved(InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=7)), tmp_path / "k710")
-    cfg = _cfg(tmp_path, k710_head_transfer=True)  # 5 classes
-    cfg.model.pretrained = str(k710)
-    model = FinetuneTask().build_model(cfg)
-    torch.testing.assert_close(model.head.weight, k710_sd["head.weight"][:5], rtol=0, atol=0)
-    torch.testing.assert_close(model.head.bias, k710_sd["head.bias"][:5], rtol=0, atol=0)
+    k710, k710_sd = _saved(InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=710)), tmp_path / "k710")
+    rows600 = k710_rows(600)
+    assert len(set(rows600)) == 600 and max(rows600) < 710 and rows600[:3] == [121, 562, 518]
+    assert len(set(k710_rows(700))) == 700 and k710_rows(700)[:3] == [363, 481, 594]
+    for n, rows in ((400, list(range(400))), (600, rows600)):
+        cfg = _cfg(tmp_path, k710_head_transfer=True, num_classes=n)
+        cfg.model.pretrained = str(k710)
+        model = FinetuneTask().build_model(cfg)
+        torch.testing.assert_close(model.head.weight, k710_sd["head.weight"][rows], rtol=0, atol=0)
+        torch.testing.assert_close(model.head.bias, k710_sd["head.bias"][rows], rtol=0, atol=0)
     torch.testing.assert_close(model.blocks[1].mlp.fc1.weight, k710_sd["blocks.1.mlp.fc1.weight"], rtol=0, atol=0)
-    cfg.task.options["k710_head_transfer"] = False  # a 7-way head does not fit a 5-way model
+    cfg.task.options["k710_head_transfer"] = False  # a 710-way head does not fit a 600-way model
     with pytest.raises(CheckpointError, match="head.weight"):
         FinetuneTask().build_model(cfg)
+    bad = _cfg(tmp_path, k710_head_transfer=True, num_classes=5)
+    bad.model.pretrained = str(k710)
+    with pytest.raises(ConfigError, match="400, 600 or 700"):
+        FinetuneTask().build_model(bad)
+    rows = rows600
 
     extra, extra_sd = _saved(VisionTransformer(vis), tmp_path / "stage2_vision")
     cfg.task.options.update(k710_head_transfer=True, pretrained_extra=str(extra))
     model = FinetuneTask().build_model(cfg)
     for key in ("blocks.0.attn.qkv.weight", "pos_embed", "clip_projector.cross_attn.k.weight"):
         torch.testing.assert_close(model.state_dict()[key], extra_sd[key], rtol=0, atol=0)
-    torch.testing.assert_close(model.head.weight, k710_sd["head.weight"][:5], rtol=0, atol=0)
+    torch.testing.assert_close(model.head.weight, k710_sd["head.weight"][rows], rtol=0, atol=0)
     torch.testing.assert_close(model.fc_norm.weight, k710_sd["fc_norm.weight"], rtol=0, atol=0)
 
 

@@ -94,7 +94,8 @@ def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "mode
     any vision model type, or an official file. Keys that only the source has (stage-1 decoders, MAE
     branch, heads) are dropped and keys only the target has (its own decoders, image tables, heads) stay
     freshly initialised — both listed in the returned report, never silently. ``head_rows``: keep only the
-    first rows of the checkpoint's ``head`` (official K710 -> K400 head transfer, spec §6.1, P39)."""
+    K710 head rows for a ``head_rows``-class Kinetics head (400: the first rows; 600/700: the official index
+    maps; spec §6.1, P39; see :mod:`internvideo2.checkpoint.heads`)."""
     from ..checkpoint.io import load_state_dict_strict, read_checkpoint, select_prefix, unwrap_state_dict
     from ..checkpoint.pretrained import CONFIG_FILE, WEIGHTS_FILE
 
@@ -111,11 +112,12 @@ def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "mode
         if any(k.startswith(prefix) for k in sd):
             sd, _ = select_prefix(sd, prefix)
     if head_rows is not None:
-        if "head.weight" not in sd or sd["head.weight"].shape[0] < head_rows:
-            have = tuple(sd["head.weight"].shape) if "head.weight" in sd else "none"
-            raise ConfigError(field, f"{p}: a head with at least {head_rows} rows is needed for the head "
-                                     f"transfer, the checkpoint has {have}")
-        sd = {**sd, **{k: sd[k][:head_rows] for k in ("head.weight", "head.bias") if k in sd}}
+        from ..checkpoint.heads import slice_k710_head
+
+        try:  # K710 -> K400 (first rows), K600 / K700 (the official index maps)
+            sd = slice_k710_head(sd, head_rows)
+        except ConfigError as e:
+            raise ConfigError(field, f"{p}: head transfer: {e.reason}") from None
     target = set(encoder.state_dict())
     source_only = ("clip_decoder.*", "final_clip_decoder.*", "mae_decoder.*", "mae_pos_embed", "fc_norm.*",
                    "head.*", "extra_mlp.*", "clip_img_pos_embed", "img_pos_embed", "clip_pos_embed")
