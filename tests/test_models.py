@@ -284,3 +284,40 @@ def test_encode_video_on_real_clip(assets):
     # different content -> different embedding
     assert not torch.allclose(e1.pooled, m.encode_video(video.flip(0)).pooled)
     assert math.isfinite(float(e1.pooled.norm()))
+
+
+@pytest.mark.parametrize("norm", ["kaiming_BN", "LN"])
+def test_cat_head_matches_hand_computation(norm):
+    """``internvideo2_cat``: [cls, per-frame patch means] -> Linear+GELU -> norm -> flatten (BatchNorm:
+    channel-major, LayerNorm: token-major) ++ fc_norm(pool) -> head."""
+    torch.manual_seed(0)
+    m = create_model("tiny", "classifier", num_classes=5, head="cat", merge_method="cls_avgN_proj", merge_norm=norm)
+    with torch.no_grad():
+        m.head.weight.normal_()
+        if norm == "kaiming_BN":
+            m.down_norm.running_mean.normal_()
+            m.down_norm.running_var.uniform_(0.5, 2.0)
+    m.eval()
+    x = torch.randn(2, 3, 4, 56, 56)
+    with torch.no_grad():
+        f = m.forward_features(x)
+        tok = f.tokens
+        cls, avg = tok[:, :1], tok[:, 1:].reshape(2, 4, 16, 96).mean(2)
+        merged = F.gelu(torch.cat([cls, avg], 1) @ m.down[0].weight.T + m.down[0].bias)  # [2, 5, 64]
+        if norm == "LN":
+            flat = F.layer_norm(merged, (64,), m.down_norm.weight, m.down_norm.bias).reshape(2, -1)
+        else:
+            rm, rv = m.down_norm.running_mean, m.down_norm.running_var
+            flat = ((merged.permute(0, 2, 1) - rm[:, None]) / torch.sqrt(rv[:, None] + 1e-6)).reshape(2, -1)
+        want = m.head(torch.cat([flat, m.fc_norm(m.pool(tok))], 1))
+        torch.testing.assert_close(m(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cat_head_shapes_of_the_ssv2_linear_probe():
+    """Spec §2.2: 1B, 16 frames, cls_avgN_proj + LN -> down.0 [768,1408], down_norm [768], head [174,13824]."""
+    with torch.device("meta"):
+        m = create_model("internvideo2-1b", "classifier", num_classes=174, num_frames=16, head="cat",
+                         merge_method="cls_avgN_proj", merge_norm="LN")
+    sd = m.state_dict()
+    assert sd["down.0.weight"].shape == (768, 1408) and sd["down_norm.weight"].shape == (768,)
+    assert sd["head.weight"].shape == (174, 13824)

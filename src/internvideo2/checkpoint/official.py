@@ -56,7 +56,9 @@ def vision_config_from_official(kwargs: Mapping[str, Any], base: VisionConfig | 
 def classifier_config_from_official(kwargs: Mapping[str, Any], head: str = "linear") -> ClassifierConfig:
     return ClassifierConfig(vision=vision_config_from_official(kwargs), num_classes=kwargs.get("num_classes", 1000),
                             head=head, fc_drop_rate=kwargs.get("fc_drop_rate", 0.0),
-                            init_scale=kwargs.get("init_scale", 0.001))
+                            init_scale=kwargs.get("init_scale", 0.001),
+                            merge_method=kwargs.get("merge_method", "proj"),
+                            merge_norm=kwargs.get("merge_norm", "kaiming_BN"))
 
 
 def pretrain_config_from_official(kwargs: Mapping[str, Any], *, with_mae: bool) -> PretrainConfig:
@@ -97,6 +99,8 @@ OFFICIAL_CLASSES: dict[str, OfficialFormat] = {
         "classifier", classifier_config_from_official, strip=("module.", "backbone.", "encoder.")),
     "single_modality/models/internvideo2_ap.py :: InternVideo2": OfficialFormat(
         "classifier", lambda kw: classifier_config_from_official(kw, head="ap"), strip=("module.", "backbone.", "encoder.")),
+    "single_modality/models/internvideo2_cat.py :: InternVideo2": OfficialFormat(
+        "classifier", lambda kw: classifier_config_from_official(kw, head="cat"), strip=("module.", "backbone.", "encoder.")),
     "single_modality/models/internvideo2_pretrain.py :: PretrainInternVideo2": OfficialFormat(
         "pretrain", lambda kw: pretrain_config_from_official(kw, with_mae=True), strip=("module.",)),
     "single_modality/models/internvideo2_distill.py :: DistInternVideo2": OfficialFormat(

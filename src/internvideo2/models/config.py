@@ -186,8 +186,12 @@ class ClassifierConfig:
     Attributes:
         vision: the backbone.
         num_classes: head outputs; 0 gives pooled features only (no fc_norm/head).
-        head: ``"linear"`` (``internvideo2_*``) or ``"ap"`` (``internvideo2_ap_*``: a residual
-            LayerNorm+MLP on the pooled feature before fc_norm).
+        head: ``"linear"`` (``internvideo2_*``), ``"ap"`` (``internvideo2_ap_*``: a residual
+            LayerNorm+MLP on the pooled feature before fc_norm) or ``"cat"`` (``internvideo2_cat_*``: the
+            head also reads the cls token and averaged patch tokens, see ``merge_method``).
+        merge_method: (``cat``) ``proj`` (pooled feature only), ``cls_avg1`` / ``cls_avgN`` ([cls, mean of all
+            patches] / [cls, per-frame means] after ``down``), or those ``_proj`` with the pooled feature too.
+        merge_norm: (``cat``) ``down_norm``: ``kaiming_BN`` (BatchNorm, no affine, eps 1e-6), ``BN`` or ``LN``.
         fc_drop_rate: dropout before the head.
         init_scale: the head is initialised then scaled by this (official 0.001).
     """
@@ -197,12 +201,17 @@ class ClassifierConfig:
     head: str = "linear"
     fc_drop_rate: float = 0.0
     init_scale: float = 0.001
+    merge_method: str = "proj"
+    merge_norm: str = "kaiming_BN"
 
     def __post_init__(self):
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
         _check(self.num_classes >= 0, "num_classes", "must be >= 0")
-        _check(self.head in ("linear", "ap"), "head", "must be 'linear' or 'ap'")
+        _check(self.head in ("linear", "ap", "cat"), "head", "must be 'linear', 'ap' or 'cat'")
+        _check(self.merge_method in ("proj", "cls_avg1", "cls_avgN", "cls_avg1_proj", "cls_avgN_proj"),
+               "merge_method", "must be proj, cls_avg1, cls_avgN, cls_avg1_proj or cls_avgN_proj")
+        _check(self.merge_norm in ("kaiming_BN", "BN", "LN"), "merge_norm", "must be kaiming_BN, BN or LN")
 
 
 @dataclass

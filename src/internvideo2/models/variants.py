@@ -39,8 +39,42 @@ class InternVideo2Classifier(VisionTransformer):
                           if cfg.head == "ap" and cfg.num_classes else None)
         self.fc_norm = nn.LayerNorm(D, eps=1e-5) if cfg.num_classes else None
         self.head_drop = nn.Dropout(cfg.fc_drop_rate)
-        self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes else None
+        self.merge = cfg.merge_method if cfg.head == "cat" and cfg.num_classes else "proj"
+        self.head = nn.Linear(self._head_width(), cfg.num_classes) if cfg.num_classes else None
         self.reset_parameters()
+
+    def _head_width(self) -> int:
+        """Head input width; for the ``cat`` head also builds ``down`` and ``down_norm`` (official names)."""
+        cfg, C, D = self.config, self.cfg.embed_dim, self.cfg.clip_embed_dim
+        if self.merge == "proj":
+            return D
+        T = self.cfg.grid[0]
+        avg_n = "avgN" in self.merge
+        self.down = nn.Sequential(nn.Linear(C, D), nn.GELU()) if avg_n else nn.Identity()
+        width = D if avg_n else C
+        if cfg.merge_norm == "kaiming_BN":
+            self.down_norm = nn.BatchNorm1d(width, affine=False, eps=1e-6)
+        elif cfg.merge_norm == "BN":
+            self.down_norm = nn.BatchNorm1d(width)
+        else:
+            self.down_norm = nn.LayerNorm(width)
+        merged = width * ((T + 1) if avg_n else 2)
+        return merged + (D if self.merge.endswith("_proj") else 0)
+
+    def _merge_tokens(self, tokens: torch.Tensor, grid) -> torch.Tensor:
+        """``cat`` head: [cls, patch means] -> down -> down_norm -> flatten. BatchNorm runs on the
+        transposed ``[B, C', 1+T']`` tensor and is flattened without transposing back (channel-major), as
+        in the official code; LayerNorm output is flattened token-major."""
+        B, C = tokens.shape[0], tokens.shape[-1]
+        cls, patches = tokens[:, :1], tokens[:, 1:]
+        if "avg1" in self.merge:
+            avg = patches.mean(1, keepdim=True)
+        else:
+            avg = patches.reshape(B, grid[0], grid[1] * grid[2], C).mean(2)
+        merged = self.down(torch.cat([cls, avg], dim=1))
+        if self.config.merge_norm in ("kaiming_BN", "BN"):
+            return self.down_norm(merged.permute(0, 2, 1)).reshape(B, -1)
+        return self.down_norm(merged).reshape(B, -1)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -62,7 +96,14 @@ class InternVideo2Classifier(VisionTransformer):
         return self.head(self.head_drop(self.fc_norm(x)))
 
     def forward(self, x: torch.Tensor, use_image: bool | None = None) -> torch.Tensor:
-        return self.forward_head(self.pool(self.forward_features(x, use_image=use_image).tokens))
+        feats = self.forward_features(x, use_image=use_image)
+        pooled = self.pool(feats.tokens)
+        if self.merge == "proj" or self.head is None:
+            return self.forward_head(pooled)
+        merged = self._merge_tokens(feats.tokens, feats.grid)
+        if self.merge.endswith("_proj"):
+            merged = torch.cat([merged, self.fc_norm(pooled)], dim=1)
+        return self.head(self.head_drop(merged))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head (e.g. to fine-tune on a new label set)."""
