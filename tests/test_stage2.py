@@ -101,3 +101,32 @@ def test_save_and_load_round_trip_with_tied_weights(tmp_path):
         a = m.text_feature(m.encode_text(ids, att)[1])
         b = m2.text_feature(m2.encode_text(ids, att)[1])
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_uta_aligns_decoders_with_a_clip_teacher():
+    """UTA (new_UTA_Loss): 2-2cos between the student's CLIP decoders at the visible tokens and the
+    teacher's tokens, plus the final feature, weighted by uta_ratio; it trains the decoders."""
+    from internvideo2.models import TeacherConfig, TeacherModel
+    from internvideo2.train.losses import uta_loss, visible_targets
+
+    torch.manual_seed(0)
+    teacher = TeacherModel(TeacherConfig(vision=vision_config("internvl-c-6b", embed_dim=48, depth=2, num_heads=4,
+                                                              img_size=56, clip_embed_dim=24, attn_pool_heads=4),
+                                         return_layer=2)).eval()
+    vis = PretrainConfig(vision=vision_config("tiny"), clip_teacher_embed_dim=48, clip_teacher_final_dim=24,
+                         clip_return_layer=2)
+    cfg = tiny_cfg(loss_uta=2.0, uta_ratio=(1.0, 0.5))
+    cfg = Stage2Config(**{**cfg.__dict__, "vision": vis})
+    m = InternVideo2Stage2(cfg).train()
+    video, ids, att, idx = batch()
+    with torch.no_grad():
+        t = teacher(video)
+    mask = m.make_mask(video, torch.Generator().manual_seed(3))
+    out = m(video, ids, att, idx, generator=torch.Generator().manual_seed(0), mask=mask, teacher=t)
+    v = m.vision_encoder(video, mask=mask)
+    want = 2.0 * uta_loss(v.clip_align, visible_targets(t.features, mask), v.final_align, t.pooled, (1.0, 0.5))
+    torch.testing.assert_close(out["loss_uta"], want)
+    out["loss"].backward()
+    assert m.vision_encoder.clip_decoder[0].head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="teacher"):
+        m(video, ids, att, idx, mask=mask)

@@ -40,7 +40,11 @@ class Stage2Config:
         add_sep: append [SEP] (off for the official tokenizer, on for MiniLM-initialised text towers).
         video_mask_ratio / image_mask_ratio: training-time random masking of vision tokens (0.8 / 0.5).
         video_mask_type: ``"random"`` or ``"tube"``.
-        loss_vtc, loss_vtm, loss_mlm, loss_uta: loss weights (released: 1, 1, 1, 0).
+        loss_vtc, loss_vtm, loss_mlm, loss_uta: loss weights (released: 1, 1, 1, 0). UTA aligns the vision
+            encoder's ``clip_decoder`` / ``final_clip_decoder`` outputs with a frozen CLIP teacher's tokens and
+            pooled feature at the visible positions (``new_UTA_Loss``); its teacher is passed to ``forward``.
+        uta_ratio: (middle-layer, final) weights inside UTA (official ``clip_loss_ratio`` [1, 1]).
+        uta_image_only: UTA only for image batches (the released 6B setting).
         vtm_hard_neg: sample VTM negatives from the similarities.
         mlm_prob: MLM masking probability (released: 0.5).
         vtm_batch / mlm_batch: run VTM / MLM on the first N samples of the local batch only (None = all);
@@ -73,6 +77,8 @@ class Stage2Config:
     loss_vtm: float = 1.0
     loss_mlm: float = 1.0
     loss_uta: float = 0.0
+    uta_ratio: tuple[float, float] = (1.0, 1.0)
+    uta_image_only: bool = False
     vtm_hard_neg: bool = True
     mlm_prob: float = 0.5
     vtm_batch: int | None = None
@@ -240,12 +246,14 @@ class InternVideo2Stage2(nn.Module):
 
     def forward(self, video: Tensor, input_ids: Tensor, attention_mask: Tensor, idx: Tensor,
                 gather: Callable[[Tensor], Tensor] | None = None, generator: torch.Generator | None = None,
-                mask: Tensor | None = None) -> dict[str, Tensor]:
+                mask: Tensor | None = None, teacher=None) -> dict[str, Tensor]:
         """Weighted training losses ``{loss_vtc, loss_vtm, loss_mlm, (loss_uta), loss}``.
 
         ``gather`` is a differentiable all-gather for VTC over the global batch (None: local batch);
         ``generator`` drives masking, hard-negative and MLM sampling (pass a seeded one for
-        reproducible runs); ``mask`` overrides the random token mask.
+        reproducible runs); ``mask`` overrides the random token mask; ``teacher`` is the frozen CLIP
+        teacher's output on the unmasked input (``TeacherOutput``: features ``[K, B, 1+N, D]``, pooled
+        ``[B, D']``), needed when ``loss_uta > 0``.
         """
         from ..train.losses import mlm_loss, vtc_loss, vtm_loss
 
@@ -254,7 +262,7 @@ class InternVideo2Stage2(nn.Module):
             self.temp.clamp_(cfg.temp_min, cfg.temp_max)
         if mask is None and self.training:
             mask = self.make_mask(video, generator)
-        vis_tokens, pooled, _ = self.encode_vision(video, mask)
+        vis_tokens, pooled, vout = self.encode_vision(video, mask)
         text_hidden, text_cls = self.encode_text(input_ids, attention_mask)
         v_feat, t_feat = self.vision_proj(pooled), self.text_proj(text_cls)
         losses: dict[str, Tensor] = {}
@@ -270,6 +278,14 @@ class InternVideo2Stage2(nn.Module):
             n = cfg.mlm_batch or video.shape[0]
             losses["loss_mlm"] = cfg.loss_mlm * mlm_loss(self.text_encoder, input_ids[:n], attention_mask[:n],
                                                          vis_tokens[:n], cfg.mlm_prob, generator)
+        if cfg.loss_uta and not (cfg.uta_image_only and video.shape[2] > 1):
+            from ..train.losses import uta_loss, visible_targets
+
+            if teacher is None:
+                raise ValueError("loss_uta > 0 needs the CLIP teacher's outputs (forward(..., teacher=...))")
+            target = teacher.features if mask is None else visible_targets(teacher.features, mask)
+            losses["loss_uta"] = cfg.loss_uta * uta_loss(vout.clip_align, target, vout.final_align, teacher.pooled,
+                                                         ratios=tuple(cfg.uta_ratio))
         losses["loss"] = sum(losses.values())
         return losses
 

@@ -48,6 +48,9 @@ OPTIONS: dict[str, Any] = {
     "image_mask_ratio": 0.5,
     "eval_split": "heldout",
     "eval_num": 100,
+    "uta_teacher": None,            # a saved CLIP teacher (image_text_teacher / teacher folder) for UTA
+    "uta_ratio": [1.0, 1.0],        # official clip_loss_ratio: middle layers, final feature
+    "uta_image_only": False,
     # accepted for the official recipes' vocabulary; values are checked
     "model_cls": "InternVideo2_Stage2_visual",
     "only_mask": True,
@@ -121,8 +124,8 @@ class Stage2Task(Task):
         for k in ("vtc", "vtm", "mlm", "uta"):
             if float(o["loss_weight"][k]) < 0:
                 raise ConfigError(f"task.options.loss_weight.{k}", "must be >= 0")
-        if o["loss_weight"]["uta"]:
-            raise ConfigError("task.options.loss_weight.uta", "UTA needs a CLIP teacher; the released configs use 0")
+        if o["loss_weight"]["uta"] and not o["uta_teacher"]:
+            raise ConfigError("task.options.uta_teacher", "loss_weight.uta > 0 needs a CLIP teacher folder")
         d = _data_options(cfg)
         if d["corpus"] not in ("synth", "json"):
             raise ConfigError("data.options.corpus", "must be 'synth' or 'json'")
@@ -138,6 +141,10 @@ class Stage2Task(Task):
         vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(over.pop("img_size", d["image_res"])))
         defaults = dict(clip_teacher_embed_dim=vis.clip_embed_dim, clip_teacher_final_dim=0, clip_return_layer=1,
                         sep_image_video_pos_embed=bool(o["sep_image_video_pos_embed"]))
+        if o["loss_weight"]["uta"] and o["uta_teacher"]:  # the decoders predict the teacher's widths and layers
+            t = self._uta_teacher(o).config
+            defaults.update(clip_teacher_embed_dim=t.vision.embed_dim, clip_teacher_final_dim=t.vision.clip_embed_dim,
+                            clip_return_layer=t.return_layer)
         pcfg = pretrain_config(vis, over, **defaults)
         text = text_config(o["text_encoder"], vis.embed_dim, o["fusion_layer"])
         if o["text_dropout"] is not None:
@@ -153,9 +160,18 @@ class Stage2Task(Task):
                 video_mask_ratio=float(o["video_mask_ratio"]), image_mask_ratio=float(o["image_mask_ratio"]),
                 video_mask_type=o["video_mask_type"], loss_vtc=float(w["vtc"]), loss_vtm=float(w["vtm"]),
                 loss_mlm=float(w["mlm"]), vtm_hard_neg=bool(o["vtm_hard_neg"]), mlm_prob=float(o["mlm_masking_prob"]),
-                vtm_batch=o["vtm_batch"], mlm_batch=o["mlm_batch"], freeze_text_layers=int(o["freeze_text_layers"]))
+                vtm_batch=o["vtm_batch"], mlm_batch=o["mlm_batch"], freeze_text_layers=int(o["freeze_text_layers"]),
+                loss_uta=float(w["uta"]), uta_ratio=tuple(float(r) for r in o["uta_ratio"]),
+                uta_image_only=bool(o["uta_image_only"]))
         except ConfigError as e:
             raise ConfigError(f"task.options.{e.field}", e.reason) from None
+
+    def _uta_teacher(self, o):
+        if getattr(self, "uta_teacher", None) is None:
+            from .stage1 import load_teacher
+
+            self.uta_teacher = load_teacher(o["uta_teacher"], "task.options.uta_teacher", "internvl_clip")
+        return self.uta_teacher
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.stage2 import InternVideo2Stage2
@@ -211,8 +227,13 @@ class Stage2Task(Task):
                 for j, i in enumerate(batch["idx"])]
         mask = None if any(r is None for r in rows) else torch.cat(rows)
         gen = step_generator(seed, ctx.step, ctx.rank, ctx.micro_step, "stage2")
+        teacher = None
+        if net.config.loss_uta:
+            t = self._uta_teacher(_options(ctx.cfg)).to(ctx.device)
+            with torch.no_grad():
+                teacher = t(video)
         return model(video, tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device), batch["idx"],
-                     gather=ctx.gather, generator=gen, mask=mask)
+                     gather=ctx.gather, generator=gen, mask=mask, teacher=teacher)
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
