@@ -130,3 +130,14 @@ def test_uta_aligns_decoders_with_a_clip_teacher():
     assert m.vision_encoder.clip_decoder[0].head.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="teacher"):
         m(video, ids, att, idx, mask=mask)
+
+
+def test_misspelt_options_are_refused_naming_the_field():
+    from internvideo2.train.config import load_config
+    from internvideo2.train.tasks import get_task
+
+    for bad, field in (("data.options.nmu_frames=4", "data.options.nmu_frames"),
+                       ("task.options.vtm_bacth=8", "task.options.vtm_bacth")):
+        cfg = load_config("configs/demo/stage2.yaml", [bad])
+        with pytest.raises(ConfigError, match=field):
+            get_task("stage2").validate(cfg)

@@ -194,9 +194,10 @@ def tsn_segment_indices(
     """Stage-1 TSN sparse sampler (``VideoMAE_multi``, spec §5.1).
 
     ``avg = vlen // num_segments``; segment ``k`` reads ``k*avg + randint(avg)`` (``randint`` exclusive of
-    ``avg``, as numpy's). When ``avg == 0`` and ``vlen > num_segments``: a sorted random draw of
-    ``num_segments`` frames; otherwise (very short video) every frame, then 0-padding at the front (the
-    VideoMAE convention).
+    ``avg``, as numpy's). A video with fewer frames than segments (``avg == 0``) gives every frame once,
+    in order, with frame 0 repeated at the front up to ``num_segments`` (our choice: the VideoMAE-family
+    code uses offset 0 for every segment, i.e. one frame repeated; its "sorted random draw" branch needs a
+    skip length > 1 and cannot occur with one frame per segment).
 
     ``official_offset_bug``: the official reader uses frame ``offset - 1`` (P4), so offset 0 reads the LAST
     frame (index -1). It is off by default; set it only to reproduce the released stage-1 data exactly.
@@ -208,8 +209,6 @@ def tsn_segment_indices(
     avg = vlen // n
     if avg > 0:
         idx = [k * avg + r.randrange(avg) for k in range(n)]
-    elif vlen > n:
-        idx = sorted(r.randrange(vlen) for _ in range(n))
     else:
         idx = [0] * (n - vlen) + list(range(vlen))
     if official_offset_bug:

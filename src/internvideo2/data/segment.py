@@ -34,7 +34,6 @@ import numpy as np
 
 from ..errors import ConfigError, MediaError
 from .video import (
-    DECODE_THREAD_TYPE,
     MAX_PIXELS,
     VideoMetadata,
     _av_msg,
@@ -42,6 +41,8 @@ from .video import (
     _deadline,
     _frame_times,
     _open,
+    _set_threads,
+    decoder_threads,
     probe_video,
 )
 
@@ -119,7 +120,7 @@ def _scores(path, analysis_size, step, timeout, meta, max_pixels):
     c = _open(path, timeout)
     try:
         vs = c.streams[meta.stream_index]
-        vs.thread_type = DECODE_THREAD_TYPE
+        _set_threads(vs, decoder_threads())
         for i, frame in enumerate(c.decode(vs)):
             n_decoded = i + 1
             if i % 16 == 0:

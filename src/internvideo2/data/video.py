@@ -55,6 +55,7 @@ __all__ = [
     "frame_range",
     "frame_timestamps",
     "has_decord",
+    "decoder_threads",
 ]
 
 #: Default refusal threshold for declared frame size (width * height). 8192 x 8192: 8K video passes
@@ -87,8 +88,42 @@ REASONS = {
 _SEEK_COST_FRAMES = 6
 # Below this target index, sequential decoding is never worse enough to justify the packet scan.
 _MIN_SCAN_INDEX = 48
-# Decoder threading: FFmpeg 'AUTO' = frame + slice threads with thread_count 0 (= CPU count).
+# Decoder threading: FFmpeg 'AUTO' = frame + slice threads; the thread count is chosen by
+# ``decoder_threads`` (thread_count 0 = FFmpeg's default, one per core).
 DECODE_THREAD_TYPE = "AUTO"
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def decoder_threads(threads: int | None = None) -> int:
+    """FFmpeg decoder thread count for one decode: ``threads`` when given (0 = FFmpeg's default, one per
+    core), else automatic: ``0`` in the main process, ``max(1, cores // num_workers)`` inside a torch
+    DataLoader worker, so that W workers decoding at once do not each start one thread per core
+    (W x cores threads oversubscribe the CPU and are slower than one thread each)."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise ConfigError("threads", f"must be an integer >= 0 (0 = FFmpeg default), got {threads!r}")
+        return int(threads)
+    try:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+    except Exception:  # pragma: no cover - torch without the data package
+        info = None
+    if info is None:
+        return 0
+    return max(1, _usable_cpus() // max(1, int(info.num_workers)))
+
+
+def _set_threads(stream, threads: int) -> None:
+    """Apply the decoder threading before the codec opens (the first decode)."""
+    stream.thread_type = DECODE_THREAD_TYPE
+    stream.thread_count = int(threads)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -100,9 +135,10 @@ class VideoMetadata:
 
     ``num_frames``: frames in presentation order; ``frame_count_source`` says where it came from:
     ``'stream'`` (the container's per-stream count, e.g. MP4 sample table), ``'packets'`` (video packets
-    counted by demuxing, no decoding), ``'container_duration'`` (round(duration * fps): an estimate) or
-    ``'decoded'`` (every frame decoded: exact, slow). ``duration`` is seconds of the video stream (the
-    container duration when the stream has none). ``fps`` is the average frame rate.
+    counted by demuxing, no decoding) or ``'decoded'`` (every frame decoded: exact, slow).
+    ``duration`` is seconds of the video stream (the container duration when the stream has none; with
+    ``'packets'``, checked against the packet timestamps). ``fps`` is the average frame rate (for VFR
+    files ``num_frames / duration``).
     """
 
     path: str
@@ -295,15 +331,44 @@ def _scan_packets(container, stream, path: str, deadline: float) -> _PacketScan:
     return scan
 
 
-def _get_scan(path: str, stream_index: int, timeout: float, deadline: float) -> _PacketScan:
+class _Handle:
+    """One open input container shared by the probe, the packet scan and the decode of one call: every
+    ``av.open`` runs FFmpeg's stream analysis (about 10 ms on a 720p H.264 file with audio), which would
+    otherwise be paid up to three times per clip. ``consumed``: packets were demuxed from it (a packet
+    scan), so a decode must rewind to the first frame first."""
+
+    __slots__ = ("c", "consumed")
+
+    def __init__(self, container):
+        self.c = container
+        self.consumed = False
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def _cached_scan(path: str, stream_index: int) -> _PacketScan | None:
     try:
         key = _file_key(path, stream_index)
     except OSError as e:
         raise MediaError(path, "unreadable", str(e)) from None
     with _SCAN_LOCK:
         hit = _SCAN_CACHE.get(key)
+        if hit is not None:
+            _SCAN_CACHE.move_to_end(key)
+    return hit
+
+
+def _get_scan(path: str, stream_index: int, timeout: float, deadline: float,
+              handle: _Handle | None = None) -> _PacketScan:
+    """The packet table of a file: from the cache, else by demuxing ``handle`` (marked consumed) or a
+    container opened for it."""
+    hit = _cached_scan(path, stream_index)
     if hit is not None:
         return hit
+    if handle is not None:
+        handle.consumed = True
+        return _scan_packets(handle.c, handle.c.streams[stream_index], path, deadline)
     c = _open(path, timeout)
     try:
         return _scan_packets(c, c.streams[stream_index], path, deadline)
@@ -323,99 +388,132 @@ def probe_video(
 
     Frame count, by preference: ``count_frames=True`` decodes every frame (``'decoded'``);
     ``scan_packets=True`` or a stream without a stored count (WebM, many MKV/VFR files) demuxes the
-    packets (``'packets'``, fast: no decoding); otherwise the stream's stored count (``'stream'``). When a
-    packet scan is impossible the count is estimated from the duration (``'container_duration'``).
+    packets (``'packets'``, fast: no decoding); otherwise the stream's stored count (``'stream'``). A stream
+    without a single demuxable packet raises ``no_frames`` (whatever duration its header declares).
     ``max_pixels`` (None = no limit) refuses absurd declared sizes with ``dimensions_too_large``.
     """
-    import av
-
     path = os.fspath(path)
     deadline = _deadline(timeout)
-    c = _open(path, timeout)
+    h = _Handle(_open(path, timeout))
     try:
-        vs = _video_stream(c, path)
-        try:
-            cc = vs.codec_context
-            codec = cc.name
-        except Exception as e:  # no decoder compiled in
-            raise MediaError(path, "unsupported_codec", str(e)) from None
-        if not codec:
-            raise MediaError(path, "unsupported_codec", "unknown video codec")
-        width, height = int(cc.width or 0), int(cc.height or 0)
-        if width <= 0 or height <= 0:
-            raise MediaError(path, "bad_dimensions", f"declared {width}x{height}")
-        if max_pixels is not None and width * height > max_pixels:
-            raise MediaError(
-                path, "dimensions_too_large",
-                f"declared {width}x{height} = {width * height} pixels > max_pixels={max_pixels}",
-            )
-        fmt = c.format.name if c.format is not None else "unknown"
-        tb = Fraction(vs.time_base) if vs.time_base else None
-        fps = _rate(vs)
-        duration = None
-        if vs.duration and tb is not None:
-            duration = float(vs.duration * tb)
-        elif c.duration:
-            duration = float(c.duration) / av.time_base
-
-        num_keyframes: int | None = None
-        if count_frames:
-            num_frames, num_keyframes = _count_decoded(c, vs, path, deadline)
-            source = "decoded"
-        elif vs.frames and vs.frames > 0 and not scan_packets:
-            num_frames, source = int(vs.frames), "stream"
-        else:
-            scan = _scan_packets(c, vs, path, deadline)
-            if scan.count > 0:
-                num_frames, source, num_keyframes = scan.count, "packets", scan.num_keyframes
-                if duration is None and scan.pts is not None and tb is not None:
-                    span = float((int(scan.pts[-1]) - int(scan.pts[0])) * tb)
-                    duration = span + (1.0 / fps if fps else 0.0)
-            elif duration and fps:
-                num_frames, source = int(round(duration * fps)), "container_duration"
-            else:
-                num_frames, source = 0, "packets"
-        if num_frames <= 0:
-            raise MediaError(path, "no_frames", "the video stream holds no frames")
-        if duration is None or duration <= 0:
-            duration = num_frames / fps if fps else float(num_frames)
-        if not fps:
-            fps = num_frames / duration if duration > 0 else 1.0
-
-        aud = next(iter(c.streams.audio), None)
-        a_codec = a_rate = a_ch = None
-        if aud is not None:
-            a_codec = _codec_name(aud)
-            a_rate = int(aud.codec_context.sample_rate or 0) or None
-            try:
-                a_ch = int(aud.codec_context.layout.nb_channels) or None
-            except Exception:
-                a_ch = getattr(aud.codec_context, "channels", None)
-        return VideoMetadata(
-            path=path,
-            container=fmt,
-            video_codec=codec,
-            width=width,
-            height=height,
-            fps=float(fps),
-            num_frames=int(num_frames),
-            duration=float(duration),
-            has_audio=aud is not None,
-            audio_codec=a_codec,
-            audio_sample_rate=a_rate,
-            audio_channels=a_ch,
-            num_keyframes=num_keyframes,
-            frame_count_source=source,
-            stream_index=int(vs.index),
-        )
+        return _probe(h, path, deadline, count_frames=count_frames, max_pixels=max_pixels,
+                      scan_packets=scan_packets)
     finally:
-        c.close()
+        h.close()
+
+
+def _probe(h: _Handle, path: str, deadline: float, *, count_frames: bool = False,
+           max_pixels: int | None = MAX_PIXELS, scan_packets: bool = False) -> VideoMetadata:
+    """:func:`probe_video` on an open container (see :class:`_Handle`)."""
+    import av
+
+    c = h.c
+    vs = _video_stream(c, path)
+    try:
+        cc = vs.codec_context
+        codec = cc.name
+    except Exception as e:  # no decoder compiled in
+        raise MediaError(path, "unsupported_codec", str(e)) from None
+    if not codec:
+        raise MediaError(path, "unsupported_codec", "unknown video codec")
+    width, height = int(cc.width or 0), int(cc.height or 0)
+    if width <= 0 or height <= 0:
+        raise MediaError(path, "bad_dimensions", f"declared {width}x{height}")
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaError(
+            path, "dimensions_too_large",
+            f"declared {width}x{height} = {width * height} pixels > max_pixels={max_pixels}",
+        )
+    fmt = c.format.name if c.format is not None else "unknown"
+    tb = Fraction(vs.time_base) if vs.time_base else None
+    fps = _rate(vs)
+    duration = None
+    if vs.duration and tb is not None:
+        duration = float(vs.duration * tb)
+    elif c.duration:
+        duration = float(c.duration) / av.time_base
+
+    num_keyframes: int | None = None
+    if count_frames:
+        h.consumed = True
+        num_frames, num_keyframes = _count_decoded(c, vs, path, deadline)
+        source = "decoded"
+    elif vs.frames and vs.frames > 0 and not scan_packets:
+        num_frames, source = int(vs.frames), "stream"
+    else:
+        scan = _get_scan(path, vs.index, 0.0, deadline, h)
+        if scan.count == 0:
+            # a header (e.g. WebM/MKV cut after its first kilobytes) may still declare a duration, but
+            # no frame can be reached: an estimate from that duration would promise frames that are
+            # not there
+            declared = f"; the header declares {duration:.3f} s" if duration else ""
+            raise MediaError(path, "no_frames", f"no video packet could be demuxed{declared}")
+        num_frames, source, num_keyframes = scan.count, "packets", scan.num_keyframes
+        duration, fps = _packet_timing(scan, duration, fps)
+    if num_frames <= 0:
+        raise MediaError(path, "no_frames", "the video stream holds no frames")
+    if duration is None or duration <= 0:
+        duration = num_frames / fps if fps else float(num_frames)
+    if not fps:
+        fps = num_frames / duration if duration > 0 else 1.0
+
+    aud = next(iter(c.streams.audio), None)
+    a_codec = a_rate = a_ch = None
+    if aud is not None:
+        a_codec = _codec_name(aud)
+        a_rate = int(aud.codec_context.sample_rate or 0) or None
+        try:
+            a_ch = int(aud.codec_context.layout.nb_channels) or None
+        except Exception:
+            a_ch = getattr(aud.codec_context, "channels", None)
+    return VideoMetadata(
+        path=path,
+        container=fmt,
+        video_codec=codec,
+        width=width,
+        height=height,
+        fps=float(fps),
+        num_frames=int(num_frames),
+        duration=float(duration),
+        has_audio=aud is not None,
+        audio_codec=a_codec,
+        audio_sample_rate=a_rate,
+        audio_channels=a_ch,
+        num_keyframes=num_keyframes,
+        frame_count_source=source,
+        stream_index=int(vs.index),
+    )
+
+
+def _packet_timing(scan: _PacketScan, duration: float | None, fps: float | None) -> tuple[float | None, float | None]:
+    """Duration and average rate of the video stream from its packet timestamps.
+
+    The header's values are kept when the packets agree with them. A declared duration is replaced when
+    it does not fit the packets' span (a file cut short: MKV/WebM keep the full duration in their header;
+    or a container duration that covers a longer audio track). The declared rate is replaced by
+    ``count / duration`` when they differ by more than 1 % (VFR Matroska reports the rate of its first
+    frames, not the average)."""
+    if scan.pts is None or scan.count < 2:
+        return duration, fps
+    span = float((int(scan.pts[-1]) - int(scan.pts[0])) * scan.time_base)
+    if not span > 0:
+        return duration, fps
+    step = span / (scan.count - 1)  # mean frame interval
+    if fps and abs(1.0 / fps - step) <= 0.01 * step:
+        step = 1.0 / fps  # CFR: the exact declared interval
+    # the last frame lasts about one interval: a duration within [span, span + 2 intervals] fits
+    if duration is None or not (span - 1e-6 <= duration <= span + 2.0 * step + 1e-6):
+        duration = span + step
+    avg = scan.count / duration
+    if not fps or abs(avg - fps) > 0.01 * fps:
+        fps = avg
+    return duration, fps
 
 
 def _count_decoded(container, stream, path: str, deadline: float) -> tuple[int, int]:
     import av
 
-    stream.thread_type = DECODE_THREAD_TYPE
+    _set_threads(stream, decoder_threads())
     n = k = 0
     try:
         for frame in container.decode(stream):
@@ -487,13 +585,17 @@ def _convert(frame, out_hw: tuple[int, int], native_hw: tuple[int, int], interpo
 
 
 def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tuple[int, int],
-                 deadline: float, timeout: float, strategy: str, interpolation) -> dict[int, np.ndarray]:
+                 deadline: float, timeout: float, strategy: str, interpolation,
+                 threads: int = 0, handle: _Handle | None = None) -> dict[int, np.ndarray]:
+    """Decode the sorted unique ``targets``; ``handle``: a container already opened by this call (its
+    owner closes it). Raises :class:`_Fallback` when frames cannot be matched to indices after a seek
+    or a rewind; the caller then decodes sequentially from a fresh container."""
     import av
 
     native = (meta.height, meta.width)
     key_idx = pts = None
     if strategy == "seek" or (strategy == "auto" and targets[-1] >= _MIN_SCAN_INDEX):
-        scan = _get_scan(path, meta.stream_index, timeout, deadline)
+        scan = _get_scan(path, meta.stream_index, timeout, deadline, handle)
         if scan.pts is not None and scan.count == meta.num_frames:
             key_idx, pts = scan.key_idx, scan.pts
     plan = _plan(targets, key_idx, force_seek=(strategy == "seek"))
@@ -501,10 +603,20 @@ def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tup
     wanted = set(targets)
     out: dict[int, np.ndarray] = {}
 
-    c = _open(path, timeout)
+    own = handle is None
+    c = _open(path, timeout) if own else handle.c
     try:
         vs = c.streams[meta.stream_index]
-        vs.thread_type = DECODE_THREAD_TYPE
+        _set_threads(vs, threads)
+        rewind_pts = None
+        if not own and handle.consumed and not plan[0][1]:  # (a first seek repositions anyway)
+            # packets were demuxed already (probe / scan): go back to the first frame, and check on the
+            # first decoded frame that we are there (else _Fallback -> a fresh container)
+            first = _cached_scan(path, meta.stream_index)
+            if first is None or first.pts is None:
+                raise _Fallback("cannot rewind a container without a packet table")
+            rewind_pts = int(first.pts[0])
+            c.seek(rewind_pts, stream=vs, backward=True, any_frame=False)
         pts_to_idx = {int(p): i for i, p in enumerate(pts)} if use_pts else None
         gen = None
         counter = -1  # index of the last frame taken from the decoder (sequential counting)
@@ -533,6 +645,10 @@ def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tup
                 n_decoded += 1
                 if n_decoded % 16 == 0:
                     _check_deadline(path, deadline, f"decoding (frame {t} wanted)")
+                if rewind_pts is not None:
+                    if frame.pts != rewind_pts:
+                        raise _Fallback(f"rewind landed on pts {frame.pts}, not the first frame")
+                    rewind_pts = None
                 if use_pts:
                     idx = pts_to_idx.get(frame.pts) if frame.pts is not None else None
                     if idx is None:
@@ -549,20 +665,23 @@ def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tup
                     raise MediaError(path, "decode_error", f"frame {t} skipped")
         return out
     except av.error.FFmpegError as e:
+        if rewind_pts is not None:  # the rewind itself or the first packets after it failed
+            raise _Fallback(f"rewind failed: {_av_msg(e)}") from None
         raise MediaError(path, "decode_error", _av_msg(e)) from None
     finally:
-        c.close()
+        if own:
+            c.close()
 
 
 def _decode_decord(path: str, targets: list[int], meta: VideoMetadata, size: tuple[int, int] | None,
-                   deadline: float) -> dict[int, np.ndarray]:
+                   deadline: float, threads: int = 0) -> dict[int, np.ndarray]:
     import decord
 
     kw = {}
     if size is not None:
         kw = {"height": int(size[0]), "width": int(size[1])}
     try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, **kw)
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=int(threads), **kw)
         n = len(vr)
         if targets[-1] >= n:
             raise MediaError(path, "truncated", f"decord sees {n} frames; frame {targets[-1]} requested")
@@ -584,13 +703,14 @@ def _choose_backend(backend: str, size, targets, meta) -> str:
         return "decord"
     if backend != "auto":
         raise ConfigError("backend", f"unknown backend {backend!r}; use 'auto', 'pyav' or 'decord'")
-    return "pyav" if not has_decord() else _auto_rule(size, targets, meta)
+    return _auto_rule(size, targets, meta)
 
 
 def _auto_rule(size, targets, meta) -> str:
-    # Measured in benchmarks/bench_decode.py on the real assets: PyAV with conversion of the sampled
-    # frames only matches or beats decord on every asset and policy, so 'auto' stays on PyAV; decord is
-    # used only on request. Keeping one backend also keeps resized pixels identical across machines.
+    # Measured in benchmarks/bench_decode.py on the real assets (docs/data-io.md): PyAV converting only
+    # the sampled frames matches or beats decord on every asset and policy, so 'auto' stays on PyAV and
+    # decord is used only on request. 'auto' does not even import decord (a second FFmpeg build in the
+    # process), and one backend keeps resized pixels identical across machines.
     return "pyav"
 
 
@@ -605,6 +725,7 @@ def read_frames(
     strategy: str = "auto",
     interpolation: str = "BICUBIC",
     max_pixels: int | None = MAX_PIXELS,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """Decode the frames at ``indices``. Returns ``uint8 [T, H, W, 3]`` RGB, in the order of ``indices``.
 
@@ -615,16 +736,31 @@ def read_frames(
     - ``strategy`` (PyAV): 'auto' (cost model), 'sequential' (never seek), 'seek' (seek whenever a
       keyframe lies between targets). All give bit-identical frames.
     - ``timeout``: seconds for the whole call.
+    - ``threads``: FFmpeg decoder threads (0 = one per core); None = :func:`decoder_threads`' automatic
+      choice (one per core in the main process, ``cores // num_workers`` in a DataLoader worker).
     """
     path = os.fspath(path)
     deadline = _deadline(timeout)
+    n_threads = decoder_threads(threads)
     if strategy not in ("auto", "sequential", "seek"):
         raise ConfigError("strategy", f"unknown strategy {strategy!r}; use 'auto', 'sequential' or 'seek'")
     hw = _check_size(size)
-    if meta is None:
-        meta = probe_video(path, timeout=timeout, max_pixels=max_pixels)
-    else:
+    if meta is not None:
         _check_meta(path, meta, max_pixels)
+        return _read_frames(path, indices, meta, hw, deadline, timeout, backend, strategy, interpolation,
+                            n_threads, None)
+    h = _Handle(_open(path, timeout))  # one container for the probe and the decode
+    try:
+        meta = _probe(h, path, deadline, max_pixels=max_pixels)
+        return _read_frames(path, indices, meta, hw, deadline, timeout, backend, strategy, interpolation,
+                            n_threads, h)
+    finally:
+        h.close()
+
+
+def _read_frames(path: str, indices: Sequence[int], meta: VideoMetadata, hw: tuple[int, int] | None,
+                 deadline: float, timeout: float, backend: str, strategy: str, interpolation: str,
+                 n_threads: int, handle: _Handle | None) -> torch.Tensor:
     idx_list = []
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
@@ -642,13 +778,15 @@ def read_frames(
     targets = sorted(set(idx_list))
     chosen = _choose_backend(backend, hw, targets, meta)
     if chosen == "decord":
-        got = _decode_decord(path, targets, meta, hw, deadline)
+        got = _decode_decord(path, targets, meta, hw, deadline, n_threads)
     else:
         try:
-            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, strategy, interpolation)
+            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, strategy, interpolation, n_threads,
+                               handle)
         except _Fallback as e:
             log.debug("%s: seek path gave up (%s); decoding sequentially", path, e)
-            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, "sequential", interpolation)
+            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, "sequential", interpolation,
+                               n_threads)
     arr = np.stack([got[i] for i in idx_list])
     return torch.from_numpy(arr)
 
@@ -656,11 +794,11 @@ def read_frames(
 # ----------------------------------------------------------------------------------------------------------
 # time ranges, clips, windows
 # ----------------------------------------------------------------------------------------------------------
-def _frame_times(meta: VideoMetadata, timeout: float = 30.0) -> np.ndarray:
+def _frame_times(meta: VideoMetadata, timeout: float = 30.0, handle: _Handle | None = None) -> np.ndarray:
     """Seconds of every frame from the first one, from the packet table when usable, else ``i / fps``."""
     deadline = _deadline(timeout)
     try:
-        scan = _get_scan(meta.path, meta.stream_index, timeout, deadline)
+        scan = _get_scan(meta.path, meta.stream_index, timeout, deadline, handle)
     except MediaError:
         scan = None
     if scan is not None and scan.pts is not None and scan.count == meta.num_frames:
@@ -680,13 +818,18 @@ def frame_range(meta: VideoMetadata, start_s: float | None = None, end_s: float 
 
     ``None`` means the start / end of the video. Raises ``empty_range`` when no frame falls inside.
     """
+    return _frame_range(meta, start_s, end_s)
+
+
+def _frame_range(meta: VideoMetadata, start_s: float | None, end_s: float | None,
+                 handle: _Handle | None = None) -> tuple[int, int]:
     if start_s is not None and start_s < 0:
         raise ConfigError("start_s", f"must be >= 0, got {start_s}")
     if start_s is not None and end_s is not None and end_s <= start_s:
         raise ConfigError("end_s", f"must be > start_s ({start_s}), got {end_s}")
     if start_s is None and end_s is None:
         return 0, meta.num_frames
-    times = _frame_times(meta)
+    times = _frame_times(meta, handle=handle)
     eps = 1e-6
     first = 0 if start_s is None else int(np.searchsorted(times, float(start_s) - eps, side="left"))
     stop = meta.num_frames if end_s is None else int(np.searchsorted(times, float(end_s) - eps, side="left"))
@@ -716,6 +859,7 @@ def read_clip(
     max_num_frames: int = -1,
     meta: VideoMetadata | None = None,
     max_pixels: int | None = MAX_PIXELS,
+    threads: int | None = None,
 ) -> tuple[torch.Tensor, list[int], VideoMetadata]:
     """Sample ``num_frames`` frames with policy ``sample`` from ``[start_s, end_s)`` and decode them.
 
@@ -725,15 +869,31 @@ def read_clip(
 
     Short clips: by default the official behaviour (the last index is repeated up to ``num_frames``);
     ``strict=True`` raises ``MediaError(reason='too_few_frames')`` instead.
-    Returns ``(frames uint8 [T, H, W, 3], indices, meta)``.
+    Returns ``(frames uint8 [T, H, W, 3], indices, meta)``. ``threads``: as in :func:`read_frames`.
     """
-    from .sampling import sample_indices
-
     path = os.fspath(path)
     deadline = _deadline(timeout)
-    if meta is None:
-        meta = probe_video(path, timeout=timeout, max_pixels=max_pixels)
-    first, stop = frame_range(meta, start_s, end_s)
+    n_threads = decoder_threads(threads)
+    h = None
+    try:
+        if meta is None:
+            h = _Handle(_open(path, timeout))  # one container for the probe, the time range and the decode
+            meta = _probe(h, path, deadline, max_pixels=max_pixels)
+        else:
+            _check_meta(path, meta, max_pixels)
+        return _read_clip(path, num_frames, sample, meta, h, deadline, timeout, start_s=start_s, end_s=end_s,
+                          size=_check_size(size), rng=rng, strict=strict, backend=backend, num_clips=num_clips,
+                          clip_idx=clip_idx, max_num_frames=max_num_frames, n_threads=n_threads)
+    finally:
+        if h is not None:
+            h.close()
+
+
+def _read_clip(path, num_frames, sample, meta, h, deadline, timeout, *, start_s, end_s, size, rng, strict,
+               backend, num_clips, clip_idx, max_num_frames, n_threads):
+    from .sampling import sample_indices
+
+    first, stop = _frame_range(meta, start_s, end_s, h)
     vlen = stop - first
     if strict and not sample.startswith("fps") and vlen < num_frames:
         raise MediaError(
@@ -742,10 +902,15 @@ def read_clip(
         )
     local = sample_indices(sample, num_frames, vlen, fps=meta.fps, rng=rng, num_clips=num_clips,
                            clip_idx=clip_idx, max_num_frames=max_num_frames)
+    if not local:
+        # only fps<X> can select nothing (a range shorter than half the output interval): an empty clip
+        # would only fail later, far from its cause
+        raise MediaError(
+            path, "too_few_frames",
+            f"policy {sample!r} selects no frame in a range of {vlen} frames at {meta.fps:.3f} fps",
+        )
     indices = [first + int(i) for i in local]
-    remaining = max(deadline - time.monotonic(), 1e-3)
-    frames = read_frames(path, indices, size=size, meta=meta, timeout=remaining, backend=backend,
-                         max_pixels=max_pixels)
+    frames = _read_frames(path, indices, meta, size, deadline, timeout, backend, "auto", "BICUBIC", n_threads, h)
     return frames, indices, meta
 
 

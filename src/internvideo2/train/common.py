@@ -160,6 +160,22 @@ def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "mode
 # ---------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------
+# data.options read by the shared helpers below (the synthetic corpus, transforms); each task adds its own
+COMMON_DATA_KEYS = frozenset({
+    "corpus", "annotation", "video_root", "eval_split", "eval_annotation", "media", "synthetic", "num_frames",
+    "sample_type", "sample_type_test", "image_res", "cache", "augment", "crop_scale", "eval_resize",
+    "synth_dir", "synth_seed", "synth_train", "synth_heldout", "synth_val", "synth_size", "synth_frames",
+})
+
+
+def check_data_keys(options: Mapping[str, Any], known: Any = ()) -> None:
+    """Refuse unknown ``data.options`` keys (a misspelt option must not be silently ignored)."""
+    allowed = COMMON_DATA_KEYS | set(known)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"data.options.{unknown[0]}", f"unknown data option; known: {', '.join(sorted(allowed))}")
+
+
 def step_generator(seed: int, step: int, rank: int, micro: int = 0, purpose: str = "") -> torch.Generator:
     """A torch Generator that is a pure function of (seed, step, rank, micro-step, purpose): masking,
     hard negatives and MLM corruption repeat exactly after a resume."""

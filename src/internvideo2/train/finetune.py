@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .common import build_transform, load_vision_weights, step_generator, synth_corpus, to_model_layout, vision_from_model_cfg
+from .common import (build_transform, check_data_keys, load_vision_weights, step_generator, synth_corpus,
+                     to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
 log = logging.getLogger("internvideo2.train.finetune")
@@ -66,6 +67,7 @@ def _options(cfg) -> dict[str, Any]:
 def _data_options(cfg) -> dict[str, Any]:
     from pathlib import Path
 
+    check_data_keys(cfg.data.options, DATA_OPTIONS)
     d = {**DATA_OPTIONS, **cfg.data.options}
     if d.get("synthetic"):
         d.update(corpus="synth", synth_train=d.get("synth_train", 32), synth_heldout=d.get("synth_heldout", 8),

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import (build_transform, load_vision_weights, pretrain_config, step_generator, synth_corpus, text_config,
+from .common import (build_transform, check_data_keys, load_vision_weights, pretrain_config, step_generator,
+                     synth_corpus, text_config)
                      to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
@@ -104,6 +105,7 @@ def _options(cfg) -> dict[str, Any]:
 
 
 def _data_options(cfg) -> dict[str, Any]:
+    check_data_keys(cfg.data.options, DATA_OPTIONS)
     o = {**DATA_OPTIONS, **cfg.data.options}
     if o.get("synthetic"):
         o.update(corpus="synth", synth_train=o.get("synth_train", 32), synth_heldout=o.get("synth_heldout", 8),

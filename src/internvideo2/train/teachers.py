@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import build_transform, step_generator, synth_corpus, text_config, to_model_layout, vision_from_model_cfg
+from .common import (build_transform, check_data_keys, step_generator, synth_corpus, text_config,
+                     to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
 DATA_OPTIONS: dict[str, Any] = {"corpus": "synth", "num_frames": 4, "sample_type": "rand", "image_res": 56,
@@ -27,6 +28,7 @@ DATA_OPTIONS: dict[str, Any] = {"corpus": "synth", "num_frames": 4, "sample_type
 def _data_options(cfg) -> dict[str, Any]:
     from pathlib import Path
 
+    check_data_keys(cfg.data.options, DATA_OPTIONS)
     o = {**DATA_OPTIONS, **cfg.data.options}
     if o.get("synthetic"):
         o.update(corpus="synth", synth_train=o.get("synth_train", 32), synth_heldout=o.get("synth_heldout", 8),
