@@ -21,8 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .common import (build_transform, check_data_keys, load_vision_weights, pretrain_config, step_generator,
-                     synth_corpus, text_config)
-                     to_model_layout, vision_from_model_cfg)
+                     synth_corpus, text_config, to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
 log = logging.getLogger("internvideo2.train.stage2")
