@@ -708,9 +708,10 @@ def _choose_backend(backend: str, size, targets, meta) -> str:
 
 def _auto_rule(size, targets, meta) -> str:
     # Measured in benchmarks/bench_decode.py on the real assets (docs/data-io.md): PyAV converting only
-    # the sampled frames matches or beats decord on every asset and policy, so 'auto' stays on PyAV and
-    # decord is used only on request. 'auto' does not even import decord (a second FFmpeg build in the
-    # process), and one backend keeps resized pixels identical across machines.
+    # the sampled frames is on par with decord on the MP4 assets (within the noise of a shared 2-core
+    # machine) and 1.6-1.8x faster on the WebM (keyframe seeks), so 'auto' stays on PyAV and decord is used
+    # only on request. 'auto' does not even import decord (a second FFmpeg build in the process), and one
+    # backend keeps resized pixels identical across machines.
     return "pyav"
 
 

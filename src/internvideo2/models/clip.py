@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .config import VisionConfig, vision_config
-from .text import BertConfig, BertModel
+from .text import BertConfig, BertModel, TokenizerMixin, pool_text
 
 
 @dataclass
@@ -69,7 +69,7 @@ class CLIPConfig:
                                            f"width ({out}: align_dim or vision.clip_embed_dim)")
 
 
-class InternVideo2CLIP(nn.Module):
+class InternVideo2CLIP(TokenizerMixin, nn.Module):
     """``forward(video [B,3,T,H,W], input_ids, attention_mask, idx) -> {"loss_vtc", "loss"}``."""
 
     model_type = "clip"
@@ -89,7 +89,6 @@ class InternVideo2CLIP(nn.Module):
         self.text_projection = nn.Parameter(torch.empty(cfg.text.hidden_size, cfg.embed_dim))
         nn.init.normal_(self.text_projection, std=cfg.text.hidden_size ** -0.5)
         self.temp = nn.Parameter(torch.tensor(cfg.temp))
-        self._tokenizer = None
         self.apply_freezing()
 
     def apply_freezing(self) -> None:
@@ -102,14 +101,6 @@ class InternVideo2CLIP(nn.Module):
             self.text_encoder.requires_grad_(False)
             self.text_projection.requires_grad_(False)
 
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from .tokenizer import TextTokenizer, default_vocab_path
-
-            vocab = default_vocab_path() if self.config.vocab == "default" else self.config.vocab
-            self._tokenizer = TextTokenizer(vocab, self.config.max_txt_len, add_sep=self.config.add_sep)
-        return self._tokenizer
 
     def no_weight_decay(self) -> set[str]:
         return {"temp"} | {"vision_encoder." + n for n in self.vision_encoder.no_weight_decay()}
@@ -121,14 +112,7 @@ class InternVideo2CLIP(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         h = self.text_encoder(input_ids, attention_mask, mode="text")
-        if self.config.text_pool == "cls":
-            feat = h[:, 0]
-        elif self.config.text_pool == "mean":
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            feat = (h * m).sum(1) / m.sum(1).clamp_min(1)
-        else:
-            last = attention_mask.sum(1).clamp_min(1) - 1
-            feat = h[torch.arange(h.shape[0], device=h.device), last]
+        feat = pool_text(h, attention_mask, self.config.text_pool)
         return feat @ self.text_projection
 
     # the evaluation protocols of :mod:`internvideo2.eval.retrieval` call these

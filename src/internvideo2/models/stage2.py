@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .config import PretrainConfig, VisionConfig
-from .text import BertConfig, BertForMaskedLM
+from .text import BertConfig, BertForMaskedLM, TokenizerMixin, pool_text
 from .variants import InternVideo2Pretrain
 
 
@@ -108,7 +108,7 @@ class Stage2Config:
                 raise ConfigError(name, "must be in [0, 1)")
 
 
-class InternVideo2Stage2(nn.Module):
+class InternVideo2Stage2(TokenizerMixin, nn.Module):
     """Vision encoder + BERT fusion encoder + projections + ITM head.
 
     ``forward(video [B,3,T,H,W], input_ids [B,L], attention_mask [B,L], idx [B])`` returns the weighted
@@ -127,7 +127,6 @@ class InternVideo2Stage2(nn.Module):
         self.text_proj = nn.Linear(cfg.text.hidden_size, cfg.embed_dim)
         self.temp = nn.Parameter(torch.tensor(cfg.temp))
         self.itm_head = nn.Linear(cfg.text.hidden_size, 2)
-        self._tokenizer = None
         self.apply_freezing()
 
     # ------------------------------------------------------------------ setup
@@ -157,15 +156,6 @@ class InternVideo2Stage2(nn.Module):
             for i in range(cfg.freeze_text_layers):
                 bert.encoder.layer[i].requires_grad_(False)
 
-    @property
-    def tokenizer(self):
-        """The :class:`~internvideo2.models.tokenizer.TextTokenizer` this model was trained with."""
-        if self._tokenizer is None:
-            from .tokenizer import TextTokenizer, default_vocab_path
-
-            vocab = default_vocab_path() if self.config.vocab == "default" else self.config.vocab
-            self._tokenizer = TextTokenizer(vocab, self.config.max_txt_len, add_sep=self.config.add_sep)
-        return self._tokenizer
 
     def no_weight_decay(self) -> set[str]:
         return {"temp"} | {"vision_encoder." + n for n in self.vision_encoder.no_weight_decay()}
@@ -193,10 +183,7 @@ class InternVideo2Stage2(nn.Module):
         """Text-only layers: ``(hidden [N, L, H], feature [N, H])``; the feature is the [CLS] state after
         ``fusion_layer`` layers (spec §3.1), or the mean over real tokens with ``text_pool="mean"``."""
         h = self.text_encoder.bert(input_ids, attention_mask, mode="text")
-        if self.config.text_pool == "mean":
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            return h, (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return h, h[:, 0]
+        return h, pool_text(h, attention_mask, self.config.text_pool)
 
     def vision_feature(self, pooled: Tensor) -> Tensor:
         return F.normalize(self.vision_proj(pooled), dim=-1)

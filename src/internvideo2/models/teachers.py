@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from .config import TeacherConfig, VisionConfig, vision_config
 from .layers import Block, init_vit_weights
 from .pos_embed import sincos_1d_interleaved
-from .text import BertConfig, BertModel
+from .text import BertConfig, BertModel, TokenizerMixin, pool_text
 from .variants import TeacherModel
 
 
@@ -62,7 +62,7 @@ class ImageTextTeacherConfig:
             raise ConfigError("text_pool", "must be 'mean' or 'cls'")
 
 
-class ImageTextTeacher(nn.Module):
+class ImageTextTeacher(TokenizerMixin, nn.Module):
     """``forward(frames [B, 3, 1, H, W], input_ids, attention_mask) -> {"loss"}`` (symmetric InfoNCE)."""
 
     model_type = "image_text_teacher"
@@ -77,16 +77,7 @@ class ImageTextTeacher(nn.Module):
         self.vision_proj = nn.Linear(cfg.vision.vision.clip_embed_dim, cfg.embed_dim)
         self.text_proj = nn.Linear(cfg.text.hidden_size, cfg.embed_dim)
         self.temp = nn.Parameter(torch.tensor(cfg.temp))
-        self._tokenizer = None
 
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from .tokenizer import TextTokenizer, default_vocab_path
-
-            vocab = default_vocab_path() if self.config.vocab == "default" else self.config.vocab
-            self._tokenizer = TextTokenizer(vocab, self.config.max_txt_len, add_sep=self.config.add_sep)
-        return self._tokenizer
 
     def no_weight_decay(self) -> set[str]:
         return {"temp"} | {"vision." + n for n in self.vision.no_weight_decay()}
@@ -106,11 +97,7 @@ class ImageTextTeacher(nn.Module):
 
     def text_pooled(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The text tower's pooled feature ``[N, H]`` (before the projection)."""
-        h = self.text_encoder(input_ids, attention_mask, mode="text")
-        if self.config.text_pool == "mean":
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            return (h * m).sum(1) / m.sum(1).clamp_min(1)
-        return h[:, 0]
+        return pool_text(self.text_encoder(input_ids, attention_mask, mode="text"), attention_mask, self.config.text_pool)
 
     def text_features(self, input_ids: Tensor, attention_mask: Tensor, pooled: Tensor | None = None) -> Tensor:
         feat = self.text_pooled(input_ids, attention_mask) if pooled is None else pooled

@@ -481,6 +481,38 @@ class MaskedLMOutput:
     last_hidden_state: Tensor
 
 
+def pool_text(hidden: Tensor, attention_mask: Tensor, mode: str = "cls") -> Tensor:
+    """Sentence feature ``[N, H]`` from hidden states ``[N, L, H]``: the [CLS] state (``cls``, official
+    stage 2), the mean over real tokens (``mean``, sentence-transformers such as MiniLM) or the last real
+    token (``last``, the official LLaMA CLIP tower's EOS)."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+    if mode == "last":
+        last = attention_mask.sum(1).clamp_min(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown text pooling {mode!r}; use cls, mean or last")
+
+
+class TokenizerMixin:
+    """``.tokenizer`` of a model with a text tower, built lazily from its config's ``vocab`` (``"default"``:
+    the uncased BERT vocab of the MiniLM package), ``max_txt_len`` and ``add_sep``."""
+
+    _tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .tokenizer import TextTokenizer, default_vocab_path
+
+            cfg = self.config
+            vocab = default_vocab_path() if cfg.vocab == "default" else cfg.vocab
+            self._tokenizer = TextTokenizer(vocab, cfg.max_txt_len, add_sep=cfg.add_sep)
+        return self._tokenizer
+
+
 class BertForMaskedLM(nn.Module):
     """``bert`` (:class:`BertModel`) + ``cls.predictions`` MLM head, with ``cls.predictions.decoder.weight``
     TIED to ``bert.embeddings.word_embeddings.weight`` (one Parameter, two state-dict keys, as in the official

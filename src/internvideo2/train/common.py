@@ -176,6 +176,20 @@ def check_data_keys(options: Mapping[str, Any], known: Any = ()) -> None:
         raise ConfigError(f"data.options.{unknown[0]}", f"unknown data option; known: {', '.join(sorted(allowed))}")
 
 
+def data_options(cfg, defaults: Mapping[str, Any], annotation_required: bool = True) -> dict[str, Any]:
+    """``data.options`` over a task's ``defaults``: unknown keys refused; ``synthetic: true`` (smoke runs)
+    selects a tiny synthetic world under the run's output folder; a non-synthetic corpus needs an
+    ``annotation`` (unless the task says otherwise)."""
+    check_data_keys(cfg.data.options, defaults)
+    o = {**defaults, **cfg.data.options}
+    if o.get("synthetic"):
+        o.update(corpus="synth", synth_train=o.get("synth_train", 32), synth_heldout=o.get("synth_heldout", 8),
+                 synth_dir=o.get("synth_dir", str(Path(cfg.output_dir) / "synth")))
+    if annotation_required and o.get("corpus", "synth") != "synth" and not o.get("annotation"):
+        raise ConfigError("data.options.annotation", "required unless corpus: synth")
+    return o
+
+
 def step_generator(seed: int, step: int, rank: int, micro: int = 0, purpose: str = "") -> torch.Generator:
     """A torch Generator that is a pure function of (seed, step, rank, micro-step, purpose): masking,
     hard negatives and MLM corruption repeat exactly after a resume."""

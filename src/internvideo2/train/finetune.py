@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .common import (build_transform, check_data_keys, load_vision_weights, step_generator, synth_corpus,
+from .common import (build_transform, data_options, load_vision_weights, step_generator, synth_corpus,
                      to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
@@ -65,16 +65,7 @@ def _options(cfg) -> dict[str, Any]:
 
 
 def _data_options(cfg) -> dict[str, Any]:
-    from pathlib import Path
-
-    check_data_keys(cfg.data.options, DATA_OPTIONS)
-    d = {**DATA_OPTIONS, **cfg.data.options}
-    if d.get("synthetic"):
-        d.update(corpus="synth", synth_train=d.get("synth_train", 32), synth_heldout=d.get("synth_heldout", 8),
-                 synth_dir=d.get("synth_dir", str(Path(cfg.output_dir) / "synth")))
-    if d["corpus"] != "synth" and not d.get("annotation"):
-        raise ConfigError("data.options.annotation", "required unless corpus: synth")
-    return d
+    return data_options(cfg, DATA_OPTIONS)
 
 
 def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: dict, gen: np.random.Generator) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import (build_transform, check_data_keys, load_vision_weights, pretrain_config, step_generator,
+from .common import (build_transform, data_options, load_vision_weights, pretrain_config, step_generator,
                      synth_corpus, text_config, to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
@@ -104,12 +104,7 @@ def _options(cfg) -> dict[str, Any]:
 
 
 def _data_options(cfg) -> dict[str, Any]:
-    check_data_keys(cfg.data.options, DATA_OPTIONS)
-    o = {**DATA_OPTIONS, **cfg.data.options}
-    if o.get("synthetic"):
-        o.update(corpus="synth", synth_train=o.get("synth_train", 32), synth_heldout=o.get("synth_heldout", 8),
-                 synth_dir=o.get("synth_dir", str(Path(cfg.output_dir) / "synth")))
-    return o
+    return data_options(cfg, DATA_OPTIONS, annotation_required=False)
 
 
 @register_task("stage2")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import (build_transform, check_data_keys, step_generator, synth_corpus, text_config,
+from .common import (build_transform, data_options, step_generator, synth_corpus, text_config,
                      to_model_layout, vision_from_model_cfg)
 from .tasks import StepContext, Task, register_task
 
@@ -26,16 +26,7 @@ DATA_OPTIONS: dict[str, Any] = {"corpus": "synth", "num_frames": 4, "sample_type
 
 
 def _data_options(cfg) -> dict[str, Any]:
-    from pathlib import Path
-
-    check_data_keys(cfg.data.options, DATA_OPTIONS)
-    o = {**DATA_OPTIONS, **cfg.data.options}
-    if o.get("synthetic"):
-        o.update(corpus="synth", synth_train=o.get("synth_train", 32), synth_heldout=o.get("synth_heldout", 8),
-                 synth_dir=o.get("synth_dir", str(Path(cfg.output_dir) / "synth")))
-    if o["corpus"] != "synth" and not o.get("annotation"):
-        raise ConfigError("data.options.annotation", "required unless corpus: synth")
-    return o
+    return data_options(cfg, DATA_OPTIONS)
 
 
 def _video_dataset(cfg, train: bool = True, split: str = "train"):
