@@ -16,7 +16,9 @@ what makes one sequential pass cheap. Seeking costs a re-start from the previous
 (in decoded frames) decides per target frame whether to keep decoding forward or to seek: with one
 keyframe (``bigbuckbunny.mp4``) it never seeks, with dense keyframes and far-apart targets it does. The
 keyframe positions come from one demux pass over the packets (no decoding), cached per file.
-When a target size is known, frames are resized by swscale during the RGB conversion.
+When a target size is known, frames are resized by swscale during the RGB conversion. Without a ``meta``,
+one container serves the probe, the packet scan and the decode (rewound, and checked to be on frame 0,
+after a scan). Decoder threads: see :func:`decoder_threads` (fewer per process in DataLoader workers).
 
 Time limits
 -----------
@@ -485,7 +487,8 @@ def _probe(h: _Handle, path: str, deadline: float, *, count_frames: bool = False
     )
 
 
-def _packet_timing(scan: _PacketScan, duration: float | None, fps: float | None) -> tuple[float | None, float | None]:
+def _packet_timing(scan: _PacketScan, duration: float | None,
+                   fps: float | None) -> tuple[float | None, float | None]:
     """Duration and average rate of the video stream from its packet timestamps.
 
     The header's values are kept when the packets agree with them. A declared duration is replaced when
@@ -605,10 +608,10 @@ def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tup
 
     own = handle is None
     c = _open(path, timeout) if own else handle.c
+    rewind_pts = None
     try:
         vs = c.streams[meta.stream_index]
         _set_threads(vs, threads)
-        rewind_pts = None
         if not own and handle.consumed and not plan[0][1]:  # (a first seek repositions anyway)
             # packets were demuxed already (probe / scan): go back to the first frame, and check on the
             # first decoded frame that we are there (else _Fallback -> a fresh container)
@@ -782,8 +785,8 @@ def _read_frames(path: str, indices: Sequence[int], meta: VideoMetadata, hw: tup
         got = _decode_decord(path, targets, meta, hw, deadline, n_threads)
     else:
         try:
-            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, strategy, interpolation, n_threads,
-                               handle)
+            got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, strategy, interpolation,
+                               n_threads, handle)
         except _Fallback as e:
             log.debug("%s: seek path gave up (%s); decoding sequentially", path, e)
             got = _decode_pyav(path, targets, meta, out_hw, deadline, timeout, "sequential", interpolation,
@@ -883,8 +886,9 @@ def read_clip(
         else:
             _check_meta(path, meta, max_pixels)
         return _read_clip(path, num_frames, sample, meta, h, deadline, timeout, start_s=start_s, end_s=end_s,
-                          size=_check_size(size), rng=rng, strict=strict, backend=backend, num_clips=num_clips,
-                          clip_idx=clip_idx, max_num_frames=max_num_frames, n_threads=n_threads)
+                          size=_check_size(size), rng=rng, strict=strict, backend=backend,
+                          num_clips=num_clips, clip_idx=clip_idx, max_num_frames=max_num_frames,
+                          n_threads=n_threads)
     finally:
         if h is not None:
             h.close()
@@ -911,7 +915,8 @@ def _read_clip(path, num_frames, sample, meta, h, deadline, timeout, *, start_s,
             f"policy {sample!r} selects no frame in a range of {vlen} frames at {meta.fps:.3f} fps",
         )
     indices = [first + int(i) for i in local]
-    frames = _read_frames(path, indices, meta, size, deadline, timeout, backend, "auto", "BICUBIC", n_threads, h)
+    frames = _read_frames(path, indices, meta, size, deadline, timeout, backend, "auto", "BICUBIC", n_threads,
+                          h)
     return frames, indices, meta
 
 
