@@ -234,3 +234,16 @@ def test_lr_scales_by_name_pattern():
     assert by_name["text_encoder.layer.bias"] == 0.1
     assert {g["group_name"] for g in groups} == {"decay", "no_decay", "decay@text_encoder.*",
                                                  "no_decay@text_encoder.*"}
+
+
+def test_lr_scales_most_specific_pattern_wins():
+    from torch import nn
+
+    from internvideo2.train.optim import build_param_groups
+
+    model = nn.ModuleDict({"text_encoder": nn.ModuleDict({"layer0": nn.Linear(2, 2), "layer4": nn.Linear(2, 2)})})
+    for scales in ({"text_encoder.*": 0.05, "text_encoder.layer4.*": 1.0},
+                   {"text_encoder.layer4.*": 1.0, "text_encoder.*": 0.05}):
+        groups = build_param_groups(model.named_parameters(), 0.0, lr_scales=scales)
+        by_name = {n: g["lr_scale"] for g in groups for n in g["names"]}
+        assert by_name["text_encoder.layer4.weight"] == 1.0 and by_name["text_encoder.layer0.weight"] == 0.05

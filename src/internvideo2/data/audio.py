@@ -172,6 +172,7 @@ def load_audio(
     start_s: float | None = None,
     end_s: float | None = None,
     timeout: float = 60.0,
+    allow_truncated: bool = False,
 ) -> torch.Tensor:
     """Decode the first audio stream of a video or audio file, mix to mono, resample.
 
@@ -183,6 +184,8 @@ def load_audio(
             stream's time line (the same time line as the video's presentation time stamps).
         timeout: wall-clock limit in seconds for decoding; beyond it the file is given up with reason
             ``timeout``.
+        allow_truncated: a decoding error after some samples normally raises ``truncated``; with True the
+            samples before the damage are returned (and a warning is logged).
 
     Returns:
         float32 ``[n]`` when ``mono`` (``[C, n]`` otherwise), values in [-1, 1] before resampling.
@@ -190,7 +193,7 @@ def load_audio(
     Raises:
         MediaError: ``not_found``, ``empty_file``, ``open_failed``, ``no_audio_stream``, ``decode_failed``,
         ``timeout``, ``no_audio_samples`` (the stream, or the asked time range, holds no samples),
-        ``bad_time_range``.
+        ``bad_time_range``, ``truncated`` (decoding failed part-way; see ``allow_truncated``).
     """
     label = _label(path)
     if start_s is not None and end_s is not None and end_s <= start_s:
@@ -239,8 +242,10 @@ def load_audio(
         except Exception as e:
             if not chunks:
                 raise MediaError(label, "decode_failed", f"{type(e).__name__}: {e}") from e
-            # a file that is truncated at the end still gives the samples before the damage
-            logger.warning("%s: audio decoding stopped early (%s: %s)", label, type(e).__name__, e)
+            if not allow_truncated:  # never hand back part of a file as if it were whole
+                raise MediaError(label, "truncated", f"decoding failed part-way: {type(e).__name__}: {e}") from e
+            logger.warning("%s: audio decoding stopped early, keeping the samples before the damage (%s: %s)",
+                           label, type(e).__name__, e)
     finally:
         container.close()
     if not chunks:

@@ -137,7 +137,7 @@ class OptimConfig:
     lr_scaling_base: the batch size the base lr refers to (256).
     no_weight_decay: extra parameter names (exact) excluded from weight decay.
     lr_scales: ``{glob pattern: multiplier}`` on the lr of matching parameters (official ``different_lr``),
-        e.g. ``{"text_encoder.*": 0.05}``; the first matching pattern applies.
+        e.g. ``{"text_encoder.*": 0.05}``; the longest (most specific) matching pattern applies.
     """
 
     name: Literal["adamw"] = "adamw"

@@ -49,8 +49,9 @@ def build_param_groups(
     Each group: ``params``, ``names``, ``weight_decay``, ``lr_scale``, ``group_name``
     (``layer_<id>_{decay,no_decay}`` or ``{decay,no_decay}``). Order follows ``named_params``.
     ``lr_scales`` maps glob patterns of parameter names to an extra lr multiplier (the official
-    ``different_lr``, e.g. ``{"text_encoder.*": 0.05}`` for a pretrained text tower); the first matching
-    pattern applies, and its group name gets an ``@pattern`` suffix.
+    ``different_lr``, e.g. ``{"text_encoder.*": 0.05}`` for a pretrained text tower); the matching
+    pattern applies (the longest, i.e. most specific, when several match), and its group name gets an
+    ``@pattern`` suffix.
     """
     patterns = list((lr_scales or {}).items())
     skip = set(no_weight_decay)
@@ -71,10 +72,10 @@ def build_param_groups(
             gname = f"layer_{lid}_{kind}"
         else:
             scale, gname = 1.0, kind
-        for pattern, extra in patterns:
-            if fnmatch.fnmatchcase(name, pattern):
-                scale, gname = scale * float(extra), f"{gname}@{pattern}"
-                break
+        hits = [(len(p), p, x) for p, x in patterns if fnmatch.fnmatchcase(name, p)]
+        if hits:  # the most specific (longest) matching pattern applies, whatever the order of the mapping
+            _, pattern, extra = max(hits, key=lambda h: h[0])
+            scale, gname = scale * float(extra), f"{gname}@{pattern}"
         g = groups.setdefault(
             gname, {"group_name": gname, "weight_decay": wd, "lr_scale": scale, "params": [], "names": []}
         )
