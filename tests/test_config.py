@@ -324,3 +324,16 @@ def test_official_recipe_builds_its_published_model(path, monkeypatch):
         if want is not None:
             assert trainable == want
         assert model.config.num_classes == cfg.task.options["num_classes"]
+
+
+def test_lr_scales_patterns_keep_their_dots(tmp_path):
+    """Parameter-name patterns are data: ``text_encoder.*`` must not become a nested config path."""
+    from internvideo2.train.config import load_config
+
+    base = tmp_path / "base.yaml"
+    base.write_text("train: {global_batch_size: 8, max_steps: 1}\noptim:\n  lr_scales: {'text_encoder.*': 0.05}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\noptim.lr_scales: {'text_encoder.bert.encoder.layer.[45].*': 1.0}\n")
+    cfg = load_config(child, ['optim.lr_scales={"text_encoder.cls.*": 1.0}'])
+    assert cfg.optim.lr_scales == {"text_encoder.*": 0.05, "text_encoder.bert.encoder.layer.[45].*": 1.0,
+                                   "text_encoder.cls.*": 1.0}

@@ -422,15 +422,22 @@ def resolve_batch(train: TrainConfig, world_size: int) -> BatchPlan:
 # ----------------------------------------------------------------------------------------------------------
 # YAML loading with _base_ inheritance
 # ----------------------------------------------------------------------------------------------------------
+# mappings whose keys are data (parameter-name patterns), not config paths: their dots are not expanded
+LITERAL_KEY_FIELDS = frozenset({"optim.lr_scales"})
+
+
 def _expand_dotted(tree: Any, where: str) -> Any:
-    """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}`` recursively (merging with existing nested keys)."""
+    """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}`` recursively (merging with existing nested keys). The
+    keys of :data:`LITERAL_KEY_FIELDS` mappings (e.g. ``optim.lr_scales: {"text_encoder.*": 0.05}``) are
+    kept as written."""
     if not isinstance(tree, dict):
         return tree
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if not isinstance(key, str):
             raise ConfigError(f"{where}{key}", "keys must be strings")
-        value = _expand_dotted(value, f"{where}{key}.")
+        if f"{where}{key}" not in LITERAL_KEY_FIELDS:
+            value = _expand_dotted(value, f"{where}{key}.")
         parts = key.split(".")
         if any(not p for p in parts):
             raise ConfigError(f"{where}{key}", "empty component in a dotted key")
