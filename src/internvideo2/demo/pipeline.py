@@ -195,7 +195,7 @@ class Demo:
                 res["retrieval"] = retrieval_from_files(model, self.synth / "heldout.json", self.synth, num=n_ret,
                                                         captions="first", k_test=16)
                 res["retrieval_all_captions"] = retrieval_from_files(model, self.synth / "heldout.json", self.synth,
-                                                                     num=n_ret, captions="all", k_test=16)
+                                                                     num=n_ret, captions="all", use_itm=False)
                 res["zeroshot"] = zeroshot_from_files(model, self.synth / "heldout.json", self.synth,
                                                       self.synth / "classes.json")
                 res["mc"] = mc_from_files(model, self.synth / "heldout_mc.json", self.synth, num=n_ret)

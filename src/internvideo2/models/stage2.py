@@ -54,7 +54,8 @@ class Stage2Config:
         text_pool: text feature = the [CLS] state after the text-only layers (``"cls"``, official) or the
             mean over real tokens (``"mean"``). Use ``"mean"`` for a tower initialised from a
             sentence-transformer trained with mean pooling (MiniLM), whose [CLS] state carries almost no
-            information (the mean cosine between different captions' [CLS] states is 1.000).
+            information (the mean cosine between different captions' [CLS] states is 1.000). The ITM head
+            reads the fused states pooled the same way.
     """
 
     vision: PretrainConfig = field(default_factory=lambda: PretrainConfig(
@@ -195,7 +196,7 @@ class InternVideo2Stage2(TokenizerMixin, nn.Module):
         """ITM logits ``[N, 2]`` for aligned rows of vision tokens and text hidden states."""
         h = self.text_encoder.bert(encoder_embeds=text_hidden, attention_mask=text_atts,
                                    encoder_hidden_states=vision_tokens, mode="fusion")
-        return self.itm_head(h[:, 0])
+        return self.itm_head(pool_text(h, text_atts, self.config.text_pool))
 
     @torch.no_grad()
     def encode_video(self, video: Tensor):
@@ -259,7 +260,7 @@ class InternVideo2Stage2(TokenizerMixin, nn.Module):
             n = cfg.vtm_batch or video.shape[0]
             loss, _, _ = vtm_loss(self.text_encoder.bert, self.itm_head, vis_tokens[:n], text_hidden[:n],
                                   attention_mask[:n], v_feat[:n], t_feat[:n], idx[:n], self.temp,
-                                  hard_neg=cfg.vtm_hard_neg, generator=generator)
+                                  hard_neg=cfg.vtm_hard_neg, generator=generator, pool=cfg.text_pool)
             losses["loss_vtm"] = cfg.loss_vtm * loss
         if cfg.loss_mlm:
             n = cfg.mlm_batch or video.shape[0]

@@ -80,13 +80,15 @@ def sample_negatives(weights: Tensor, generator: torch.Generator | None = None, 
 def vtm_loss(text_encoder: nn.Module, itm_head: nn.Module, vision_embeds: Tensor, text_embeds: Tensor,
              text_atts: Tensor, v_feat: Tensor, t_feat: Tensor, idx: Tensor, temp: float | Tensor = 1.0,
              hard_neg: bool = True, generator: torch.Generator | None = None,
-             vision_atts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+             vision_atts: Tensor | None = None, pool: str = "cls") -> tuple[Tensor, Tensor, Tensor]:
     """Video-text matching (spec §4.4), on the local batch.
 
     Args:
         text_encoder: BERT whose ``forward(encoder_embeds=, attention_mask=, encoder_hidden_states=,
             encoder_attention_mask=, mode="fusion")`` runs the cross-attention layers.
         itm_head: ``Linear(H, 2)``; class 1 = match.
+        pool: the fused feature the head reads: the [CLS] state (``cls``, official) or the mean over real
+            text tokens (``mean``, for towers whose [CLS] state carries no information).
         vision_embeds: ``[B, Nv, Cv]`` vision tokens; text_embeds ``[B, L, H]`` text-mode hidden states;
         text_atts: ``[B, L]``; v_feat / t_feat: ``[B, D]`` projected features for the negative weights.
     Returns:
@@ -108,7 +110,9 @@ def vtm_loss(text_encoder: nn.Module, itm_head: nn.Module, vision_embeds: Tensor
         v_atts = torch.cat([vision_atts, vision_atts[neg_video_for_text], vision_atts], dim=0)
     hidden = text_encoder(encoder_embeds=text_all, attention_mask=atts_all, encoder_hidden_states=vision_all,
                           encoder_attention_mask=v_atts, mode="fusion")
-    logits = itm_head(hidden[:, 0])
+    from ..models.text import pool_text
+
+    logits = itm_head(pool_text(hidden, atts_all, pool))
     labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(2 * B, dtype=torch.long)]).to(logits.device)
     return F.cross_entropy(logits.float(), labels), logits, labels
 
