@@ -56,6 +56,7 @@ from .synth_world import (
 logger = logging.getLogger("internvideo2.data.synth")
 
 __all__ = [
+    "appearance",
     "SynthConfig",
     "RenderedClip",
     "ClipSpec",
@@ -148,6 +149,13 @@ def video_relpath(split: str, index: int) -> str:
     return f"videos/{split}/{index:06d}.mp4"
 
 
+def appearance(spec: ClipSpec) -> str:
+    """Size, colour and shape of the clip's first (main) object, e.g. ``"small red circle"``: clips that
+    share it differ only in motion, place and background (the key of hard-negative batches)."""
+    o = spec.objects[0]
+    return " ".join(x for x in (o.size, o.colour, o.shape) if x)  # size is None for growing/shrinking
+
+
 def make_record(spec: ClipSpec, *, seed: int, index: int, cfg: SynthConfig | None = None) -> dict[str, Any]:
     """The full annotation record of one clip (what one line of ``<split>.jsonl`` holds)."""
     cfg = cfg or SynthConfig()
@@ -160,6 +168,7 @@ def make_record(spec: ClipSpec, *, seed: int, index: int, cfg: SynthConfig | Non
         "label": cls.label,
         "label_name": cls.name,
         "class_description": cls.description,
+        "appearance": appearance(spec),
         "qa": make_qa(spec),
         "mc": {"caption": mc_options, "answer": mc_answer},
         "split": spec.split,
@@ -341,7 +350,7 @@ def generate_world(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, sp
 
     files = {}
     vt = [{"video": r["video"], "caption": r["caption"], "label": r["label"], "label_name": r["label_name"],
-           "qa": r["qa"]} for r in records]
+           "appearance": r["appearance"], "qa": r["qa"]} for r in records]
     files["video_text"] = _write(out / f"{split}.json", _dump_json(vt))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

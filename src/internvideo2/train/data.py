@@ -4,6 +4,9 @@
   step k uses positions ``[k*G, (k+1)*G)``; micro-step a of rank r takes the contiguous chunk
   ``[k*G + (a*W + r)*b, ... + b)``. Hence W ranks together see exactly the global batches of one process,
   in the same order (rank 0's chunk first), and a resumed run can start at any step of an epoch.
+* :func:`grouped_permutation`: the same contract with hard-negative batches: runs of ``group_size``
+  consecutive positions share a group key (e.g. the appearance of the main object), so a contrastive loss
+  must separate samples that differ only in what the key does not fix (motion, order of events).
 * :func:`sample_generator`: a ``torch.Generator`` that is a pure function of (seed, epoch, index), for
   per-sample augmentation that does not depend on worker processes or their RNG state.
 """
@@ -11,12 +14,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["GlobalBatchSampler", "sample_seed", "sample_generator", "epoch_permutation", "worker_init_fn"]
+__all__ = ["GlobalBatchSampler", "sample_seed", "sample_generator", "epoch_permutation", "grouped_permutation",
+           "worker_init_fn"]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -38,11 +42,29 @@ def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> to
     return torch.randperm(n, generator=g)
 
 
+def grouped_permutation(groups: Sequence[int], group_size: int, seed: int, epoch: int) -> torch.Tensor:
+    """An epoch order of ``len(groups)`` samples made of runs of ``group_size`` samples with the same group
+    id: each group is shuffled and cut into runs (its last run may be shorter), the runs are shuffled.
+    A pure function of (groups, group_size, seed, epoch). Returns ``[n]`` int64."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    g = torch.Generator().manual_seed(sample_seed(seed, epoch, -2))
+    ids = torch.as_tensor(list(groups), dtype=torch.long)
+    runs: list[torch.Tensor] = []
+    for gid in torch.unique(ids).tolist():  # sorted: the order does not depend on dict/set iteration
+        members = torch.nonzero(ids == gid).flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        runs.extend(members.split(group_size))
+    order = torch.randperm(len(runs), generator=g).tolist()
+    return torch.cat([runs[i] for i in order]) if runs else torch.zeros(0, dtype=torch.long)
+
+
 class GlobalBatchSampler(Sampler[list[int]]):
     """Yields this rank's micro-batches (lists of indices) for one epoch, from global step ``start_step``.
 
     dataset_len: number of samples; global_batch: G = batch * world * accum; the tail that does not fill a
-    whole global batch is dropped (every rank must see equal batch sizes for the gathers).
+    whole global batch is dropped (every rank must see equal batch sizes for the gathers). ``groups`` (one
+    id per sample) with ``group_size`` switches the epoch order to :func:`grouped_permutation`.
     """
 
     def __init__(
@@ -56,8 +78,13 @@ class GlobalBatchSampler(Sampler[list[int]]):
         epoch: int,
         shuffle: bool = True,
         start_step: int = 0,
+        groups: Sequence[int] | None = None,
+        group_size: int = 1,
     ):
         self.n = int(dataset_len)
+        if groups is not None and len(groups) != self.n:
+            raise ValueError(f"groups has {len(groups)} ids for {self.n} samples")
+        self.groups, self.group_size = groups, int(group_size)
         self.b, self.w, self.r, self.a = int(batch_size), int(world_size), int(rank), int(grad_accum)
         self.g = self.b * self.w * self.a
         self.seed, self.epoch, self.shuffle, self.start_step = seed, epoch, shuffle, int(start_step)
@@ -70,7 +97,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return max(0, self.steps_per_epoch - self.start_step) * self.a
 
     def __iter__(self) -> Iterator[list[int]]:
-        perm = epoch_permutation(self.n, self.seed, self.epoch, self.shuffle).tolist()
+        if self.groups is not None and self.shuffle:
+            perm = grouped_permutation(self.groups, self.group_size, self.seed, self.epoch).tolist()
+        else:
+            perm = epoch_permutation(self.n, self.seed, self.epoch, self.shuffle).tolist()
         for k in range(self.start_step, self.steps_per_epoch):
             base = k * self.g
             for a in range(self.a):

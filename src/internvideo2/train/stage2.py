@@ -63,6 +63,9 @@ DATA_OPTIONS: dict[str, Any] = {
     "sample_type_test": "middle", "image_res": 224, "cache": True, "augment": "official",
     "synthetic": False,  # smoke runs: a tiny generated synthetic world
     "media": ["video"],  # media types in the corpus
+    # hard-negative batches: runs of group_size samples share this annotation field (e.g. the synthetic
+    # world's "appearance"), so VTC must tell them apart by what the field does not fix (motion, order)
+    "group_by": None, "group_size": 8,
 }
 
 
@@ -206,6 +209,28 @@ class Stage2Task(Task):
 
     def build_train_dataset(self, cfg):
         return self._dataset(cfg, "train", train=True)
+
+    def build_batch_sampler(self, cfg, dataset, plan, rank, epoch, start_step):
+        from .data import GlobalBatchSampler
+
+        d = _data_options(cfg)
+        key = d.get("group_by")
+        if not key:
+            return None
+        if int(d["group_size"]) < 1:
+            raise ConfigError("data.options.group_size", f"must be >= 1, got {d['group_size']}")
+        ids = getattr(self, "_group_ids", None)
+        if ids is None:
+            names: dict[str, int] = {}
+            ids = []
+            for i, r in enumerate(dataset.records):
+                if key not in r.extra:
+                    raise ConfigError("data.options.group_by", f"annotation row {i} ({r.path}) has no field {key!r}")
+                ids.append(names.setdefault(str(r.extra[key]), len(names)))
+            self._group_ids = ids
+        return GlobalBatchSampler(len(dataset), plan.batch_size, plan.world_size, rank, plan.grad_accum,
+                                  cfg.train.seed, epoch, cfg.data.shuffle, start_step, groups=ids,
+                                  group_size=int(d["group_size"]))
 
     def collate(self, samples):
         from ..data.datasets import collate_skip_bad

@@ -52,7 +52,7 @@ def _check_options(cfg, known: dict[str, Any]) -> dict[str, Any]:
 
 CLIP_OPTIONS = {"text_encoder": "minilm", "text_pretrained": True, "freeze_text": False, "embed_dim": 256, "temp": 0.07,
                 "text_pool": "mean", "max_txt_l": 32, "return_layer": 2, "return_interval": 1.0}
-MAE_OPTIONS = {"mask_ratio": 0.9, "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4, "norm_pix_loss": True,
+MAE_OPTIONS = {"mask_ratio": 0.9, "mask_type": "tube", "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4, "norm_pix_loss": True,
                "return_layer": 2, "return_interval": 1.0}
 
 
@@ -123,10 +123,13 @@ class ClipTeacherTask(Task):
 
 @register_task("mae_teacher")
 class MAETeacherTask(Task):
-    """Masked video autoencoding of a VideoMAE-style teacher (tube masking, normalised pixels)."""
+    """Masked video autoencoding of a VideoMAE-style teacher (tube masking, normalised pixels; ``mask_type:
+    random`` masks every token independently, which lets a small model learn to follow objects across frames)."""
 
     def validate(self, cfg) -> None:
-        _check_options(cfg, MAE_OPTIONS)
+        o = _check_options(cfg, MAE_OPTIONS)
+        if o["mask_type"] not in ("tube", "random"):
+            raise ConfigError("task.options.mask_type", f"must be 'tube' or 'random', got {o['mask_type']!r}")
         _data_options(cfg)
 
     def build_model(self, cfg) -> nn.Module:
@@ -156,10 +159,14 @@ class MAETeacherTask(Task):
         return collate_skip_bad(samples)
 
     def training_step(self, model, batch, ctx: StepContext):
-        from .masking import tube_mask
+        from .masking import random_mask, tube_mask
 
         net = ctx.unwrapped
         T, H, W = net.config.encoder.vision.grid
-        mask = torch.cat([tube_mask(1, T, H * W, net.config.mask_ratio, step_generator(
-            ctx.cfg.train.seed, ctx.step, 0, 0, f"tube/{int(i)}"), with_cls=False) for i in batch["idx"]])
+        kind = _check_options(ctx.cfg, MAE_OPTIONS)["mask_type"]
+        gens = [step_generator(ctx.cfg.train.seed, ctx.step, 0, 0, f"tube/{int(i)}") for i in batch["idx"]]
+        if kind == "tube":
+            mask = torch.cat([tube_mask(1, T, H * W, net.config.mask_ratio, g, with_cls=False) for g in gens])
+        else:
+            mask = torch.cat([random_mask(1, T * H * W, net.config.mask_ratio, g, with_cls=False) for g in gens])
         return model(to_model_layout(batch["video"]), mask.to(ctx.device))
