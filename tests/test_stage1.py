@@ -175,3 +175,22 @@ def test_distill_from_a_saved_stage2_model(tmp_path):
                                                       "attn_pool_heads": 2, "clip_embed_dim": 16}}, steps=2)
     summary = Trainer(cfg).fit()
     assert summary["steps"] == 2 and summary["final"]["loss"] == summary["final"]["loss"]
+
+
+def test_mae_teacher_mask_types(tmp_path):
+    """``mask_type`` tube (official) and random both train; the two masks give different losses; anything
+    else is refused naming the field."""
+    from internvideo2.train.engine import Trainer
+    from internvideo2.train.tasks import get_task
+
+    model = {"preset": "videomae-g14", "overrides": {"embed_dim": 32, "depth": 1, "num_heads": 2}}
+    losses = {}
+    for kind in ("tube", "random"):
+        opts = {"mask_type": kind, "mask_ratio": 0.75, "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}
+        cfg = _cfg(tmp_path / kind, "mae_teacher", opts, model=model, steps=2)
+        Trainer(cfg).fit()
+        losses[kind] = _losses(tmp_path / kind / "mae_teacher")
+        assert len(losses[kind]) == 2 and all(x == x for x in losses[kind])
+    assert losses["tube"] != losses["random"]
+    with pytest.raises(ConfigError, match="task.options.mask_type"):
+        get_task("mae_teacher").validate(_cfg(tmp_path, "mae_teacher", {"mask_type": "block"}, model=model))
