@@ -321,3 +321,23 @@ def test_cat_head_shapes_of_the_ssv2_linear_probe():
     sd = m.state_dict()
     assert sd["down.0.weight"].shape == (768, 1408) and sd["down_norm.weight"].shape == (768,)
     assert sd["head.weight"].shape == (174, 13824)
+
+
+def test_naive_attention_path_equals_sdpa():
+    """The benchmark's reference path (explicit attention matrix, as the official code runs without
+    flash-attn) computes the same function as the default SDPA path, on the same weights."""
+    from internvideo2.models.layers import attention_impl
+
+    torch.manual_seed(0)
+    model = create_model("tiny", "vision").eval()
+    x = torch.randn(2, 3, model.cfg.num_frames, model.cfg.img_size, model.cfg.img_size)
+    with torch.no_grad():
+        ref = model.forward_features(x).tokens
+        with attention_impl("naive"):
+            naive = model.forward_features(x).tokens
+        again = model.forward_features(x).tokens  # the context restores the default
+    torch.testing.assert_close(naive, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, ref)
+    with pytest.raises(ValueError, match="sdpa"):
+        with attention_impl("flash"):
+            pass

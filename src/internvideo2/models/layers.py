@@ -9,6 +9,7 @@ Module names reproduce the official state-dict keys (``attn.qkv``, ``attn.q_norm
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -94,6 +95,32 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate=self._approximate))
 
 
+_ATTENTION_IMPL = "sdpa"
+
+
+@contextlib.contextmanager
+def attention_impl(name: str):
+    """Run :class:`Attention` through ``"sdpa"`` (default: ``scaled_dot_product_attention``, fused kernels) or
+    ``"naive"`` (the explicit ``softmax(q k^T / sqrt(d)) v`` with the full attention matrix: how the official
+    code runs when flash-attn is absent). Same weights, same result; the benchmark compares the two."""
+    global _ATTENTION_IMPL
+    if name not in ("sdpa", "naive"):
+        raise ValueError(f"attention implementation must be 'sdpa' or 'naive', got {name!r}")
+    old, _ATTENTION_IMPL = _ATTENTION_IMPL, name
+    try:
+        yield
+    finally:
+        _ATTENTION_IMPL = old
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[B, h, N, d]`` x3 -> ``[B, h, N, d]``."""
+    if _ATTENTION_IMPL == "naive":
+        attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        return attn.softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention``.
 
@@ -142,7 +169,7 @@ class Attention(nn.Module):
             o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             o = o.transpose(1, 2).contiguous().reshape(B, N, C)  # flash output (B, h, N, d), raw reshape
         else:
-            o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
+            o = _attend(q, k, v).transpose(1, 2).reshape(B, N, C)
         return self.proj(o)
 
 
