@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -32,10 +33,11 @@ from internvideo2.models import create_model
 from internvideo2.models.layers import attention_impl
 
 
-def encoder_flops(cfg, frames: int, size: int) -> float:
-    """Multiply-add FLOPs (x2) of one clip through the patch embedding and the blocks."""
+def encoder_flops(cfg) -> float:
+    """Multiply-add FLOPs (x2) of one clip of the model's frame count and size through the patch embedding
+    and the blocks."""
     p, t = cfg.patch_size, cfg.tubelet_size
-    n_patches = (frames // t) * (size // p) ** 2
+    n_patches = math.prod(cfg.grid)
     n = n_patches + 1  # + cls token
     c, m = cfg.embed_dim, cfg.mlp_hidden
     patch = 2 * n_patches * (3 * t * p * p) * c
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     for name in args.presets:
         model = create_model(name, "vision", num_frames=args.frames, img_size=args.size).eval()
         x = torch.randn(1, 3, args.frames, args.size, args.size)
-        flops = encoder_flops(model.cfg, args.frames, args.size)
+        flops = encoder_flops(model.cfg)
         for impl in ("sdpa", "naive"):  # warm-up
             time_forward(model, x, impl)
         times = {"sdpa": [], "naive": []}
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
             for impl in times:
                 times[impl].append(time_forward(model, x, impl))
         row = {"preset": name, "frames": args.frames, "size": args.size, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-               "tokens": 1 + (args.frames // model.cfg.tubelet_size) * (args.size // model.cfg.patch_size) ** 2,
+               "tokens": 1 + math.prod(model.cfg.grid),
                "gflops_per_clip": flops / 1e9}
         for impl, ts in times.items():
             sec = statistics.median(ts)

@@ -123,3 +123,9 @@ def test_stage2_group_by_names_a_missing_field(world, tmp_path):
     cfg, task, ds = _stage2(world, tmp_path, "data.options.group_by=no_such_field")
     with pytest.raises(ConfigError, match="group_by.*no_such_field"):
         task.build_batch_sampler(cfg, ds, resolve_batch(cfg.train, 1), 0, 0, 0)
+
+
+def test_stage2_group_size_is_validated_before_training(world, tmp_path):
+    cfg, task, _ = _stage2(world, tmp_path, "data.options.group_by=appearance", "data.options.group_size=0")
+    with pytest.raises(ConfigError, match="data.options.group_size"):
+        task.validate(cfg)

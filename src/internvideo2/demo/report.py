@@ -38,7 +38,7 @@ def build_metrics(demo) -> dict:
         "demo": {"quick": demo.o.quick, "seeds": seeds, "machine": machine_info(),
                  "stage_seconds": {k: round(v, 1) for k, v in demo.timings.items()},
                  "total_minutes": round(demo.timings.get("total", 0) / 60, 2),
-                 "reused_stage_seconds": round(getattr(demo, "reused_seconds", 0.0), 1),
+                 "reused_stage_seconds": round(demo.reused_seconds, 1),
                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
         "world": demo.results["world"],
         "stage2": {},
@@ -68,7 +68,7 @@ def build_metrics(demo) -> dict:
             e["linear_probe/top1"] = _num(lp["top1"], "heldout", lp["num_test"], "logistic regression on frozen pooled "
                                           f"features, {lp['num_train']} training clips")
             e["curve"] = r["curve"]
-            e["final_losses"] = {k: round(float(v), 4) for k, v in r.get("final_losses", {}).items()}
+            e["final_losses"] = {k: round(float(v), 4) for k, v in r["final_losses"].items()}
             m["stage2"][arm][str(seed)] = e
     # the comparison: stage 2 from stage-1 weights vs from scratch, same budget, per seed
     if "scratch" in s2:
@@ -128,7 +128,7 @@ def _limits(m: dict) -> list[str]:
     """What this run did not achieve, read off its numbers (empty when nothing to say)."""
     L = []
     head_seed = str(m["demo"]["seeds"][0])
-    vtm = m["stage2"]["stage1"][head_seed].get("final_losses", {}).get("loss_vtm")
+    vtm = m["stage2"]["stage1"][head_seed]["final_losses"].get("loss_vtm")  # absent when VTM is off
     h = m["headline"]
     if vtm is not None and abs(vtm - VTM_PRIOR_LOSS) < 0.01:
         match = h.get("retrieval/match/t2v_r1", {}).get("value")

@@ -130,6 +130,8 @@ class Stage2Task(Task):
             raise ConfigError("data.options.corpus", "must be 'synth' or 'json'")
         if d["corpus"] == "json" and not d.get("annotation"):
             raise ConfigError("data.options.annotation", "required with corpus: json")
+        if int(d["group_size"]) < 1:
+            raise ConfigError("data.options.group_size", f"must be >= 1, got {d['group_size']}")
 
     # ------------------------------------------------------------------ model
     def model_config(self, cfg):
@@ -217,17 +219,12 @@ class Stage2Task(Task):
         key = d.get("group_by")
         if not key:
             return None
-        if int(d["group_size"]) < 1:
-            raise ConfigError("data.options.group_size", f"must be >= 1, got {d['group_size']}")
-        ids = getattr(self, "_group_ids", None)
-        if ids is None:
-            names: dict[str, int] = {}
-            ids = []
-            for i, r in enumerate(dataset.records):
-                if key not in r.extra:
-                    raise ConfigError("data.options.group_by", f"annotation row {i} ({r.path}) has no field {key!r}")
-                ids.append(names.setdefault(str(r.extra[key]), len(names)))
-            self._group_ids = ids
+        names: dict[str, int] = {}  # group id = order of first appearance of the field's value
+        ids = []
+        for i, r in enumerate(dataset.records):
+            if key not in r.extra:
+                raise ConfigError("data.options.group_by", f"annotation row {i} ({r.path}) has no field {key!r}")
+            ids.append(names.setdefault(str(r.extra[key]), len(names)))
         return GlobalBatchSampler(len(dataset), plan.batch_size, plan.world_size, rank, plan.grad_accum,
                                   cfg.train.seed, epoch, cfg.data.shuffle, start_step, groups=ids,
                                   group_size=int(d["group_size"]))

@@ -52,8 +52,8 @@ def _check_options(cfg, known: dict[str, Any]) -> dict[str, Any]:
 
 CLIP_OPTIONS = {"text_encoder": "minilm", "text_pretrained": True, "freeze_text": False, "embed_dim": 256, "temp": 0.07,
                 "text_pool": "mean", "max_txt_l": 32, "return_layer": 2, "return_interval": 1.0}
-MAE_OPTIONS = {"mask_ratio": 0.9, "mask_type": "tube", "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4, "norm_pix_loss": True,
-               "return_layer": 2, "return_interval": 1.0}
+MAE_OPTIONS = {"mask_ratio": 0.9, "mask_type": "tube", "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4,
+               "norm_pix_loss": True, "return_layer": 2, "return_interval": 1.0}
 
 
 @register_task("clip_teacher")
@@ -137,6 +137,7 @@ class MAETeacherTask(Task):
         from ..models.teachers import VideoMAETeacher, VideoMAETeacherConfig
 
         o = _check_options(cfg, MAE_OPTIONS)
+        self.mask_type = o["mask_type"]
         vis, rest = vision_from_model_cfg(cfg, default_preset="videomae-g14")
         if rest:
             raise ConfigError(f"model.overrides.{sorted(rest)[0]}", "not a VisionConfig field")
@@ -163,10 +164,11 @@ class MAETeacherTask(Task):
 
         net = ctx.unwrapped
         T, H, W = net.config.encoder.vision.grid
-        kind = _check_options(ctx.cfg, MAE_OPTIONS)["mask_type"]
-        gens = [step_generator(ctx.cfg.train.seed, ctx.step, 0, 0, f"tube/{int(i)}") for i in batch["idx"]]
-        if kind == "tube":
-            mask = torch.cat([tube_mask(1, T, H * W, net.config.mask_ratio, g, with_cls=False) for g in gens])
-        else:
-            mask = torch.cat([random_mask(1, T * H * W, net.config.mask_ratio, g, with_cls=False) for g in gens])
+        r = net.config.mask_ratio
+        rows = []
+        for i in batch["idx"]:
+            g = step_generator(ctx.cfg.train.seed, ctx.step, 0, 0, f"tube/{int(i)}")
+            rows.append(tube_mask(1, T, H * W, r, g, with_cls=False) if self.mask_type == "tube"
+                        else random_mask(1, T * H * W, r, g, with_cls=False))
+        mask = torch.cat(rows)
         return model(to_model_layout(batch["video"]), mask.to(ctx.device))
