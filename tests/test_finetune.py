@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from internvideo2.errors import ConfigError
-from internvideo2.eval.classification import evaluate_multiview, linear_probe, multiview_clips
+from internvideo2.eval.classification import attentive_probe, evaluate_multiview, linear_probe, multiview_clips
 from internvideo2.models.config import vision_config
 from internvideo2.train.config import config_from_dict
 from internvideo2.train.finetune import FinetuneTask, mix_batch
@@ -293,6 +293,36 @@ def test_linear_probe_random_labels_stay_near_chance():
     yte = torch.randint(0, 4, (400,), generator=g).tolist()
     res = linear_probe(xtr, ytr, xte, yte, num_classes=4)
     assert 15.0 < res["top1"] < 35.0  # chance is 25% (binomial sd ~2.2 points)
+
+
+def _order_task(n: int, g: torch.Generator):
+    """Two tokens per clip, content A and B in either order: the class is the order. The mean of the tokens
+    is the same for both classes, so only a probe that weighs positions can solve it."""
+    fixed = torch.Generator().manual_seed(0)  # the same A, B and positions for every split
+    a, b = torch.randn(2, 16, generator=fixed) * 2
+    p = torch.randn(2, 16, generator=fixed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    first = torch.where(y[:, None] == 0, a, b)
+    second = torch.where(y[:, None] == 0, b, a)
+    x = torch.stack([first + p[0], second + p[1]], 1) + 0.05 * torch.randn(n, 2, 16, generator=g)
+    return x, y.tolist()
+
+
+def test_attentive_probe_solves_what_mean_pooling_cannot():
+    g = torch.Generator().manual_seed(3)
+    xtr, ytr = _order_task(256, g)
+    xte, yte = _order_task(128, g)
+    mean = linear_probe(xtr.mean(1), ytr, xte.mean(1), yte, num_classes=2)
+    att = attentive_probe(xtr, ytr, xte, yte, num_classes=2, steps=200, batch_size=64, lr=3e-3)
+    assert mean["top1"] < 65.0          # the mean of the two tokens carries only noise about the order
+    assert att["top1"] >= 95.0 and att["num_train"] == 256 and att["num_test"] == 128
+    again = attentive_probe(xtr, ytr, xte, yte, num_classes=2, steps=200, batch_size=64, lr=3e-3)
+    assert again == att                 # deterministic in its seed
+
+
+def test_attentive_probe_rejects_pooled_features():
+    with pytest.raises(ValueError, match=r"\[N, L, C\]"):
+        attentive_probe(torch.zeros(4, 8), [0, 1, 0, 1], torch.zeros(4, 8), [0, 1, 0, 1])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -93,6 +93,41 @@ def test_videomae_teacher_learns_to_reconstruct():
     assert loss.item() < 0.5 * first
 
 
+def test_videomae_motion_weight_counts_changing_pixels_more():
+    from internvideo2.train.masking import tube_mask
+
+    enc = TeacherConfig(vision=vision_config("videomae-g14", embed_dim=48, depth=2, num_heads=4, img_size=28,
+                                             num_frames=4), kind="videomae")
+    torch.manual_seed(0)
+    plain = VideoMAETeacher(VideoMAETeacherConfig(encoder=enc, decoder_dim=32, decoder_depth=1, mask_ratio=0.75,
+                                                  norm_pix_loss=False))
+    weighted = VideoMAETeacher(VideoMAETeacherConfig(encoder=enc, decoder_dim=32, decoder_depth=1, mask_ratio=0.75,
+                                                     norm_pix_loss=False, motion_weight=3.0))
+    weighted.load_state_dict(plain.state_dict())
+    mask = tube_mask(2, 2, 4, 0.5, torch.Generator().manual_seed(0), with_cls=False)
+    static = torch.randn(2, 3, 1, 28, 28).expand(2, 3, 4, 28, 28).contiguous()
+    # nothing changes over the clip: every weight is 1, the plain loss
+    torch.testing.assert_close(weighted(static, mask)["loss"], plain(static, mask)["loss"])
+    # a bright square moving right over a static background: recompute the weighted loss by hand
+    video = static.clone()
+    for t in range(4):
+        video[:, :, t, 8:14, 4 + 5 * t:10 + 5 * t] += 3.0
+    preds = []
+    hook = plain.decoder_pred.register_forward_hook(lambda mod, inp, out: preds.append(out))
+    base = plain(video, mask)["loss"]
+    hook.remove()
+    pred, target = preds[0], plain.patchify(video)[mask].view(2, -1, 2 * 14 * 14 * 3)
+    d = (video - video.mean(2, keepdim=True)).abs()
+    d = d / d.mean(dim=(1, 2, 3, 4), keepdim=True)
+    w = 1 + 3.0 * plain.patchify(d)[mask].view(2, -1, 2 * 14 * 14 * 3)
+    expected = ((pred - target) ** 2 * w).sum() / w.sum()
+    got = weighted(video, mask)["loss"]
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, base)
+    with pytest.raises(ConfigError, match="motion_weight"):
+        VideoMAETeacherConfig(encoder=enc, motion_weight=-1.0)
+
+
 def _cfg(tmp_path, name, options, data=None, model=None, steps=4):
     from internvideo2.train.config import config_from_dict
 

@@ -432,6 +432,21 @@ def test_decoder_threads_give_identical_frames():
             read_frames(p, [0], threads=bad)
 
 
+def test_pooled_rgb_conversion_gives_identical_frames(tmp_path):
+    """With more than one thread, sampled frames are converted on a thread pool (each thread reusing one
+    swscale context): the pixels must equal the one-thread path and PyAV's own per-frame conversion."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(12)]
+    p = encode_video(tmp_path / "noise.mp4", frames)
+    idx = [11, 0, 3, 4, 5, 7, 3, 9]
+    one = read_frames(p, idx, size=(24, 40), threads=1, backend="pyav")
+    with av.open(p) as c:
+        ref = [f.to_ndarray(format="rgb24", width=40, height=24, interpolation="BICUBIC") for f in c.decode(video=0)]
+    assert torch.equal(one, torch.from_numpy(np.stack([ref[i] for i in idx])))
+    for t in (0, 2, 3):
+        assert torch.equal(read_frames(p, idx, size=(24, 40), threads=t, backend="pyav"), one)
+
+
 class _ThreadsSeen(torch.utils.data.Dataset):
     def __len__(self):
         return 2

@@ -178,7 +178,6 @@ class Demo:
     # -------------------------------------------------------------- evaluation
     def evaluate_stage2(self, runs: dict[str, dict[int, dict]]) -> dict:
         from ..checkpoint.loader import load_model
-        from ..eval.classification import linear_probe
         from ..eval.zeroshot import load_videos, mc_from_files, retrieval_from_files, zeroshot_from_files
 
         self.announce("evaluation of the stage-2 models on the held-out split")
@@ -206,26 +205,42 @@ class Demo:
                 if not probe_videos:
                     probe_videos["train"] = load_videos([str(self.synth / r["video"]) for r in train[:n_probe_train]], model)
                     probe_videos["held"] = load_videos([str(self.synth / r["video"]) for r in held], model)
-                feats = {k: _pooled(model, v) for k, v in probe_videos.items()}
-                res["linear_probe"] = linear_probe(feats["train"], [r["label"] for r in train[:n_probe_train]],
-                                                   feats["held"], [r["label"] for r in held])
+                res.update(frozen_probes(model, probe_videos, [r["label"] for r in train[:n_probe_train]],
+                                         [r["label"] for r in held]))
                 out[arm][seed] = res
-                log.info("[eval] %s seed %d: t2v R@1 sim %.1f dsl %.1f match %.1f | zero-shot top1 %.1f | probe %.1f",
-                         arm, seed, res["retrieval"]["sim"]["t2v_r1"], res["retrieval"]["dsl"]["t2v_r1"],
-                         res["retrieval"].get("match", {}).get("t2v_r1", float("nan")), res["zeroshot"]["top1"],
-                         res["linear_probe"]["top1"])
+                log.info("[eval] %s seed %d: t2v R@1 sim %.1f dsl %.1f match %.1f | zero-shot top1 %.1f | probe "
+                         "linear %.1f head %.1f attentive %.1f", arm, seed, res["retrieval"]["sim"]["t2v_r1"],
+                         res["retrieval"]["dsl"]["t2v_r1"], res["retrieval"].get("match", {}).get("t2v_r1", float("nan")),
+                         res["zeroshot"]["top1"], res["linear_probe"]["top1"], res["linear_probe_head"]["top1"],
+                         res["attentive_probe"]["top1"])
         self.timings["evaluation"] = time.perf_counter() - t
         return out
 
 
-def _pooled(model, videos: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Attention-pool features (before any projection) of a stage-2 / CLIP / vision model."""
+def frozen_probes(model, videos: dict[str, torch.Tensor], train_labels: list[int], test_labels: list[int],
+                  batch: int = 64) -> dict[str, dict]:
+    """The three frozen-feature probes of a stage-2 / CLIP / vision model's encoder, from one forward pass:
+
+    * ``linear_probe``: logistic regression on the mean of the patch tokens (the backbone's representation;
+      the MAE / VideoMAE linear-probing protocol);
+    * ``linear_probe_head``: the same on the attention-pool output, i.e. the contrastive head's feature
+      before ``vision_proj`` (what VTC shaped; in stage 1 it was trained to match the CLIP teacher);
+    * ``attentive_probe``: a new attention pool + linear head trained on the frozen tokens (the paper's
+      frozen-backbone protocol).
+    ``videos``: {"train": [N, 3, T, H, W], "held": [M, 3, T, H, W]}."""
+    from ..eval.classification import attentive_probe, linear_probe
+
     enc = getattr(model, "vision_encoder", model)
-    outs = []
+    tokens, pooled = {}, {}
     with torch.no_grad():
-        for i in range(0, len(videos), batch):
-            outs.append(enc.pool(enc.forward_features(videos[i:i + batch]).tokens))
-    return torch.cat(outs)
+        for split, v in videos.items():
+            toks = [enc.forward_features(v[i:i + batch]).tokens for i in range(0, len(v), batch)]
+            tokens[split] = torch.cat(toks)
+            pooled[split] = torch.cat([enc.pool(t) for t in toks])
+    return {"linear_probe": linear_probe(tokens["train"][:, 1:].mean(1), train_labels, tokens["held"][:, 1:].mean(1),
+                                         test_labels),
+            "linear_probe_head": linear_probe(pooled["train"], train_labels, pooled["held"], test_labels),
+            "attentive_probe": attentive_probe(tokens["train"], train_labels, tokens["held"], test_labels)}
 
 
 def _eval_curve(run: Path) -> list[dict]:

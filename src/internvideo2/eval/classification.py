@@ -5,6 +5,8 @@
   side); :func:`evaluate_multiview` softmaxes each view, averages per video and reports top-1/top-5 and
   mean-class accuracy labelled "N clips x M crops".
 * :func:`linear_probe` — a logistic-regression head fitted on frozen features (full-batch L-BFGS).
+* :func:`attentive_probe` — InternVideo2's frozen-backbone protocol: a new attention pool + linear
+  classifier trained on the frozen token features.
 """
 from __future__ import annotations
 
@@ -108,6 +110,47 @@ def linear_probe(train_feats: Tensor, train_labels: Sequence[int], test_feats: T
     return {"top1": topk_accuracy(scores, yte, ks=(1,))["top1"],
             "mean_class_accuracy": mean_class_accuracy(scores, yte, k), "train_top1": train_acc,
             "num_train": len(ytr), "num_test": len(yte), "num_classes": k}
+
+
+def attentive_probe(train_tokens: Tensor, train_labels: Sequence[int], test_tokens: Tensor,
+                    test_labels: Sequence[int], num_classes: int | None = None, num_heads: int = 4,
+                    steps: int = 300, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.05,
+                    seed: int = 0) -> dict:
+    """Attentive probing (the paper's frozen-feature protocol): an attention pool (one query, the
+    ``clip_projector`` design) + LayerNorm + linear head trained with AdamW on frozen tokens
+    ``[N, L, C]``; the backbone is not touched. Deterministic in ``seed``. Returns top-1 / mean-class
+    accuracy (percent) on the test tokens."""
+    from ..models.layers import AttentionPool
+
+    if train_tokens.ndim != 3 or test_tokens.ndim != 3 or train_tokens.shape[-1] != test_tokens.shape[-1]:
+        raise ValueError(f"attentive_probe needs token features [N, L, C]; got {tuple(train_tokens.shape)} and "
+                         f"{tuple(test_tokens.shape)}")
+    ytr = torch.as_tensor(list(train_labels), dtype=torch.long)
+    if len(ytr) != len(train_tokens) or len(test_labels) != len(test_tokens):
+        raise ValueError("attentive_probe: one label per clip is required")
+    k = num_classes or int(max(max(train_labels), max(test_labels)) + 1)
+    C = train_tokens.shape[-1]
+    heads = num_heads if C % num_heads == 0 else 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Sequential(AttentionPool(C, heads, C), nn.LayerNorm(C), nn.Linear(C, k))
+    xtr, xte = train_tokens.detach().float(), test_tokens.detach().float()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(xtr), (min(batch_size, len(xtr)),), generator=g)
+        loss = F.cross_entropy(head(xtr[idx]), ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        scores = torch.cat([head(xte[i:i + 256]) for i in range(0, len(xte), 256)])
+        train_acc = torch.cat([head(xtr[i:i + 256]) for i in range(0, len(xtr), 256)]).argmax(1).eq(ytr)
+    yte = list(test_labels)
+    return {"top1": topk_accuracy(scores, yte, ks=(1,))["top1"],
+            "mean_class_accuracy": mean_class_accuracy(scores, yte, k),
+            "train_top1": train_acc.double().mean().item() * 100, "num_train": len(ytr), "num_test": len(yte),
+            "num_classes": k, "steps": steps}
 
 
 class ClassificationCLI:

@@ -124,6 +124,10 @@ class VideoMAETeacherConfig:
         decoder_dim / decoder_depth / decoder_heads: the light reconstruction decoder.
         mask_ratio: tube masking ratio of the encoder input (VideoMAE: 0.9).
         norm_pix_loss: per-patch normalised pixel targets.
+        motion_weight: weight of moving pixels in the reconstruction loss. Each target pixel counts
+            ``1 + motion_weight * d / mean(d)``, where ``d`` is its distance from the same pixel's mean over the
+            clip's frames: pixels that change (moving objects) outweigh the static background, which otherwise
+            dominates a small clip's loss and teaches the encoder appearance only. 0 = the plain VideoMAE loss.
     """
 
     encoder: TeacherConfig = field(default_factory=lambda: TeacherConfig(
@@ -134,6 +138,7 @@ class VideoMAETeacherConfig:
     decoder_heads: int = 4
     mask_ratio: float = 0.9
     norm_pix_loss: bool = True
+    motion_weight: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.encoder, dict):
@@ -142,6 +147,8 @@ class VideoMAETeacherConfig:
             raise ConfigError("encoder.kind", "must be 'videomae'")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError("mask_ratio", "must be in (0, 1)")
+        if not self.motion_weight >= 0.0:
+            raise ConfigError("motion_weight", f"must be >= 0, got {self.motion_weight}")
 
 
 class VideoMAETeacher(nn.Module):
@@ -195,7 +202,13 @@ class VideoMAETeacher(nn.Module):
         target = self.patchify(video)[mask].view(B, n_mask, -1)
         if self.config.norm_pix_loss:
             target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True, unbiased=True) + 1e-6).sqrt()
-        loss = F.mse_loss(pred, target)
+        if self.config.motion_weight > 0:
+            d = (video - video.mean(dim=2, keepdim=True)).abs()  # [B, 3, T, H, W] change over the clip
+            d = d / d.mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
+            w = 1.0 + self.config.motion_weight * self.patchify(d)[mask].view(B, n_mask, -1)
+            loss = ((pred - target) ** 2 * w).sum() / w.sum()
+        else:
+            loss = F.mse_loss(pred, target)
         return {"loss_rec": loss, "loss": loss}
 
 

@@ -53,7 +53,7 @@ def _check_options(cfg, known: dict[str, Any]) -> dict[str, Any]:
 CLIP_OPTIONS = {"text_encoder": "minilm", "text_pretrained": True, "freeze_text": False, "embed_dim": 256, "temp": 0.07,
                 "text_pool": "mean", "max_txt_l": 32, "return_layer": 2, "return_interval": 1.0}
 MAE_OPTIONS = {"mask_ratio": 0.9, "mask_type": "tube", "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4,
-               "norm_pix_loss": True, "return_layer": 2, "return_interval": 1.0}
+               "norm_pix_loss": True, "motion_weight": 0.0, "return_layer": 2, "return_interval": 1.0}
 
 
 @register_task("clip_teacher")
@@ -149,7 +149,8 @@ class MAETeacherTask(Task):
                                                      decoder_depth=int(o["decoder_depth"]),
                                                      decoder_heads=int(o["decoder_heads"]),
                                                      mask_ratio=float(o["mask_ratio"]),
-                                                     norm_pix_loss=bool(o["norm_pix_loss"])))
+                                                     norm_pix_loss=bool(o["norm_pix_loss"]),
+                                                     motion_weight=float(o["motion_weight"])))
 
     def build_train_dataset(self, cfg):
         return _video_dataset(cfg)
