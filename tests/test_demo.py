@@ -30,7 +30,7 @@ def test_quick_demo_outputs(demo: Path):
     m = json.loads((demo / "metrics.json").read_text())
     head = m["headline"]
     for key in ("retrieval/sim/t2v_r1", "retrieval/dsl/t2v_r1", "retrieval/match/t2v_r1", "zeroshot/top1",
-                "mc/accuracy", "linear_probe/top1"):
+                "mc/accuracy", "linear_probe/top1", "linear_probe_head/top1", "attentive_probe/top1"):
         entry = head[key]
         assert {"value", "split", "items"} <= set(entry) and entry["split"] == "heldout" and entry["items"] > 0
     assert "scorer" in head["retrieval/sim/t2v_r1"] and "chance" in head["zeroshot/top1"]
