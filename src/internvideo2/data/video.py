@@ -656,10 +656,10 @@ def _decode_pyav(path: str, targets: list[int], meta: VideoMetadata, out_hw: tup
     use_pts = key_idx is not None and any(s for _, s in plan)
     wanted = set(targets)
     out: dict[int, np.ndarray] = {}
-    convert = _Converter(out_hw, native, interpolation, threads, len(targets))
 
     own = handle is None
     c = _open(path, timeout) if own else handle.c
+    convert = _Converter(out_hw, native, interpolation, threads, len(targets))  # closed in `finally` below
     rewind_pts = None
     try:
         vs = c.streams[meta.stream_index]

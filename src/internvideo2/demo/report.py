@@ -64,17 +64,17 @@ def build_metrics(demo) -> dict:
             e["zeroshot/mean_class_accuracy"] = _num(z["mean_class_accuracy"], "heldout", z["num_videos"], z["mode"])
             mc = r["mc"]
             e["mc/accuracy"] = _num(mc["accuracy"], "heldout", mc["num_items"], "cosine, 5 options", chance=round(mc["chance"], 3))
-            for key, what in PROBES.items():
+            for key, (_, scorer) in PROBES.items():
                 lp = r[key]
-                e[f"{key}/top1"] = _num(lp["top1"], "heldout", lp["num_test"], f"{what}, {lp['num_train']} training clips")
+                e[f"{key}/top1"] = _num(lp["top1"], "heldout", lp["num_test"], f"{scorer}, {lp['num_train']} training clips")
             e["curve"] = r["curve"]
             e["final_losses"] = {k: round(float(v), 4) for k, v in r["final_losses"].items()}
             m["stage2"][arm][str(seed)] = e
     # the comparison: stage 2 from stage-1 weights vs from scratch, same budget, per seed
     if "scratch" in s2:
         comp = {}
-        for key in ("retrieval/sim/t2v_r1", "retrieval/dsl/t2v_r1", "retrieval/match/t2v_r1", "linear_probe/top1",
-                    "linear_probe_head/top1", "attentive_probe/top1", "zeroshot/top1"):
+        for key in ("retrieval/sim/t2v_r1", "retrieval/dsl/t2v_r1", "retrieval/match/t2v_r1",
+                    *(f"{p}/top1" for p in PROBES), "zeroshot/top1"):
             a = [m["stage2"]["stage1"][str(s)][key]["value"] for s in seeds if key in m["stage2"]["stage1"][str(s)]]
             b = [m["stage2"]["scratch"][str(s)][key]["value"] for s in seeds if key in m["stage2"]["scratch"][str(s)]]
             if not a or not b:
@@ -101,11 +101,14 @@ def build_metrics(demo) -> dict:
     return m
 
 
-# the frozen-feature probes of every stage-2 model (demo.pipeline.frozen_probes) and what each one reads
+# the frozen-feature probes of every stage-2 model (demo.pipeline.frozen_probes): report row, what each one reads
 PROBES = {
-    "linear_probe": "logistic regression on the mean of the frozen encoder's patch tokens (MAE linear-probe protocol)",
-    "linear_probe_head": "logistic regression on the frozen attention-pool output (the contrastive head's feature)",
-    "attentive_probe": "new attention pool + linear head trained on the frozen tokens (the paper's attentive probe)",
+    "linear_probe": ("linear probe (backbone), action classes", "logistic regression on the mean of the frozen "
+                     "encoder's patch tokens (MAE linear-probe protocol)"),
+    "linear_probe_head": ("linear probe (contrastive head), action classes", "logistic regression on the frozen "
+                          "attention-pool output (the contrastive head's feature)"),
+    "attentive_probe": ("attentive probe, action classes", "new attention pool + linear head trained on the frozen "
+                        "tokens (the paper's attentive probe)"),
 }
 
 
@@ -443,9 +446,7 @@ def _markdown(demo, m: dict, files: dict) -> str:
     L.append(f"| zero-shot classification top-1 | **{z['value']:.1f}%** | {z['chance']:.1f}% | {z['items']} | {z['scorer']} |")
     mc = h["mc/accuracy"]
     L.append(f"| multiple choice (caption vs 4 hard negatives) | {mc['value']:.1f}% | {mc['chance']:.0f}% | {mc['items']} | {mc['scorer']} |")
-    for key, what in (("linear_probe", "linear probe (backbone), action classes"),
-                      ("linear_probe_head", "linear probe (contrastive head), action classes"),
-                      ("attentive_probe", "attentive probe, action classes")):
+    for key, (what, _) in PROBES.items():
         lp = h[f"{key}/top1"]
         L.append(f"| {what} | {lp['value']:.1f}% | {100 / 14:.1f}% | {lp['items']} | {lp['scorer']} |")
     if "finetune" in m:

@@ -124,7 +124,7 @@ class ClipTeacherTask(Task):
 @register_task("mae_teacher")
 class MAETeacherTask(Task):
     """Masked video autoencoding of a VideoMAE-style teacher (tube masking, normalised pixels; ``mask_type:
-    random`` masks every token independently, which lets a small model learn to follow objects across frames)."""
+    random`` masks every token independently; ``motion_weight`` weights changing pixels up in the loss)."""
 
     def validate(self, cfg) -> None:
         o = _check_options(cfg, MAE_OPTIONS)
