@@ -341,3 +341,87 @@ def test_naive_attention_path_equals_sdpa():
     with pytest.raises(ValueError, match="sdpa"):
         with attention_impl("flash"):
             pass
+
+
+def _ops_called(fn):
+    """Run ``fn`` and return (its result, the set of aten/mkldnn ops dispatched)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    with Recorder() as rec:
+        out = fn()
+    return out, rec.ops
+
+
+def _randomised(model):
+    """LayerScale and norm weights away from their init (1e-5 LayerScale would hide every branch)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("gamma", "norm.weight", "norm1.weight", "norm2.weight", "q_norm.weight",
+                              "k_norm.weight")):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("overrides", [
+    {},  # InternVideo2: RMSNorm, full-width q/k RMSNorm, LayerScale, tanh GELU
+    {"act": "gelu", "qkv_bias": "qv"},
+    {"qk_norm": False, "norm": "layernorm", "init_values": 0.0, "qkv_bias": "qv"},  # VideoMAE-style
+])
+def test_fused_inference_path_matches_official_eager(overrides):
+    """The fused CPU inference path (default) computes what the official eager code computes, op for op
+    with ``fused_kernels(False)``, and it really is a different path (the fused ops run)."""
+    from internvideo2.models.layers import _onednn_gelu_ok, fused_kernels
+
+    _onednn_gelu_ok()  # its one-off capability probe runs F.gelu: keep it out of the recorded ops
+    torch.manual_seed(0)
+    model = _randomised(create_model("tiny", "vision", **overrides).eval())
+    x = torch.randn(2, 3, model.cfg.num_frames, model.cfg.img_size, model.cfg.img_size)
+    n = 1 + math.prod(model.cfg.grid)
+    mask = torch.zeros(2, n, dtype=torch.bool)
+    mask[:, 1:][:, torch.randperm(n - 1)[: (n - 1) // 2]] = True
+    for m in (None, mask):
+        with torch.no_grad():
+            fused, ops_fused = _ops_called(lambda: model.forward_features(x, mask=m, return_layers=[0]))
+            with fused_kernels(False):
+                eager, ops_eager = _ops_called(lambda: model.forward_features(x, mask=m, return_layers=[0]))
+        torch.testing.assert_close(fused.tokens, eager.tokens, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused.intermediates[0], eager.intermediates[0], rtol=1e-5, atol=1e-5)
+        expected = {"aten.linalg_vector_norm"} if overrides.get("norm", "rmsnorm") == "rmsnorm" else set()
+        if _onednn_gelu_ok():
+            expected.add("mkldnn._linear_pointwise")
+        if overrides.get("init_values", 1e-5):
+            expected.add("aten.addcmul")
+        assert expected <= ops_fused, f"fused path did not run {expected - ops_fused}"
+        assert not (expected & ops_eager), f"official eager path ran fused ops {expected & ops_eager}"
+        if _onednn_gelu_ok():
+            assert "aten.gelu" in ops_eager and "aten.gelu" not in ops_fused
+
+
+def test_fused_path_leaves_training_gradients_unchanged():
+    """With autograd on only the LayerScale-residual fusion applies; loss and gradients match eager."""
+    from internvideo2.models.layers import fused_kernels
+
+    torch.manual_seed(0)
+    model = _randomised(create_model("tiny", "vision").train())
+    x = torch.randn(2, 3, model.cfg.num_frames, model.cfg.img_size, model.cfg.img_size)
+    grads = []
+    for fused in (True, False):
+        model.zero_grad()
+        with fused_kernels(fused):
+            out, ops = _ops_called(lambda: model(x))
+        out.square().sum().backward()
+        assert ("aten.addcmul" in ops) == fused
+        assert "mkldnn._linear_pointwise" not in ops  # no autograd formula: never used while training
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)

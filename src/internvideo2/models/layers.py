@@ -16,6 +16,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+_FUSED = True
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled: bool):
+    """Switch the fused inference paths (default on).
+
+    On CPU in fp32 without autograd: RMSNorm as one norm reduction and two in-place scalings, q/k
+    normalised straight into the head-major layout CPU SDPA runs fastest on, GELU applied inside oneDNN's
+    ``fc1`` kernel, and (everywhere) the LayerScale product folded into the residual add. Off reproduces
+    the official eager code op for op; the encoder benchmark's official-eager baseline runs with it off.
+    Outputs agree to float rounding either way.
+    """
+    global _FUSED
+    old, _FUSED = _FUSED, bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSED = old
+
+
+def _fast_inference(x: torch.Tensor) -> bool:
+    """The no-autograd CPU fp32 paths apply (in-place and ``out=`` ops, which autograd cannot record)."""
+    return _FUSED and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
+def _rms_rstd(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``1 / sqrt(mean(x^2, -1) + eps)`` ``[..., C] -> [..., 1]``; one reduction pass (``||x||^2 / C``)."""
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+
 
 class RMSNorm(nn.Module):
     """``w * x / sqrt(mean(x^2) + eps)``; statistics in fp32, result cast back before the scale (§1.4)."""
@@ -26,6 +56,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast_inference(x):
+            return torch.mul(x, _rms_rstd(x, self.eps)).mul_(self.weight)
         dtype = x.dtype
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -79,6 +111,25 @@ class DropPath(nn.Module):
 _ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}
 
 
+_ONEDNN_GELU: bool | None = None
+
+
+def _onednn_gelu_ok() -> bool:
+    """Whether this torch build runs oneDNN's linear with a fused GELU and gets F.gelu's numbers (checked
+    once: builds without oneDNN, or platforms where the fused op is missing, use the separate pass)."""
+    global _ONEDNN_GELU
+    if _ONEDNN_GELU is None:
+        try:
+            x, w, b = torch.randn(3, 8), torch.randn(16, 8), torch.randn(16)
+            ok = all(torch.allclose(torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], a),
+                                    F.gelu(F.linear(x, w, b), approximate=a), rtol=1e-4, atol=1e-5)
+                     for a in ("tanh", "none"))
+            _ONEDNN_GELU = bool(torch.backends.mkldnn.is_available() and ok)
+        except (RuntimeError, AttributeError, NotImplementedError):
+            _ONEDNN_GELU = False
+    return _ONEDNN_GELU
+
+
 class Mlp(nn.Module):
     """``fc2(act(fc1(x)))``; keys ``fc1.*``, ``fc2.*``."""
 
@@ -92,6 +143,11 @@ class Mlp(nn.Module):
         self._approximate = _ACTIVATIONS[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast_inference(x) and _onednn_gelu_ok():
+            # GELU inside oneDNN's fc1 kernel, while the rows are in cache: a separate pass over the
+            # [B, N, 4C] hidden tensor costs ~5% of a B/14 forward on CPU.
+            h = torch.ops.mkldnn._linear_pointwise(x, self.fc1.weight, self.fc1.bias, "gelu", [], self._approximate)
+            return self.fc2(h)
         return self.fc2(F.gelu(self.fc1(x), approximate=self._approximate))
 
 
@@ -160,6 +216,13 @@ class Attention(nn.Module):
         else:
             qkv = self.qkv(x)
         q, k, v = qkv.split(C, dim=-1)  # rows [0:C] q, [C:2C] k, [2C:3C] v
+        if (_ATTENTION_IMPL == "sdpa" and not self.layout_bug and _fast_inference(x)
+                and (self.q_norm is None or isinstance(self.q_norm, RMSNorm))):
+            # CPU SDPA runs ~10% faster on contiguous head-major q/k/v than on strided views of qkv; the
+            # relayout copy is where q/k get normalised, so it costs no extra pass.
+            q, k, v = (_to_heads(t, norm, self.num_heads) for t, norm in
+                       ((q, self.q_norm), (k, self.k_norm), (v, None)))
+            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         h, d = self.num_heads, self.head_dim
@@ -171,6 +234,19 @@ class Attention(nn.Module):
         else:
             o = _attend(q, k, v).transpose(1, 2).reshape(B, N, C)
         return self.proj(o)
+
+
+def _to_heads(t: torch.Tensor, norm: RMSNorm | None, num_heads: int) -> torch.Tensor:
+    """``[B, N, C]`` (any strides) -> contiguous ``[B, h, N, d]``, RMS-normalised over the full width C on
+    the way when ``norm`` is given (§1.4 step 3: the statistics span all heads)."""
+    B, N, C = t.shape
+    out = t.new_empty(B, num_heads, N, C // num_heads)
+    dst, src = out.transpose(1, 2), t.view(B, N, num_heads, C // num_heads)  # both [B, N, h, d]
+    if norm is None:
+        dst.copy_(src)
+        return out
+    torch.mul(src, norm.weight.view(num_heads, -1), out=dst)
+    return out.mul_(_rms_rstd(t, norm.eps).view(B, 1, N, 1))
 
 
 class Block(nn.Module):
@@ -194,6 +270,11 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (_FUSED and x.dtype == torch.float32 and isinstance(self.ls1, LayerScale)
+                and (isinstance(self.drop_path, nn.Identity) or not self.training)):
+            # x + branch * gamma in one pass (in fp32 LayerScale's fp32 cast is a no-op)
+            x = torch.addcmul(x, self.attn(self.norm1(x)), self.ls1.gamma)
+            return torch.addcmul(x, self.mlp(self.norm2(x)), self.ls2.gamma)
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
