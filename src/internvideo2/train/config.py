@@ -198,6 +198,10 @@ class TrainConfig:
     grad_checkpointing: call ``model.set_grad_checkpointing(True)`` (the model must provide it).
     num_workers: DataLoader worker processes per rank.
     eval_every_n_steps: run ``Task.evaluate`` every N steps (0: only at the end, when the task has one).
+    deterministic: ``torch.use_deterministic_algorithms`` for the run, so that one seed gives bitwise the
+        same run in every process. null (default): on for CPU (measured free there; without it stage 2's
+        losses drift apart at the 8th digit between processes), off for CUDA (slower kernels, and ops
+        without a deterministic kernel raise).
     """
 
     global_batch_size: Optional[int] = None
@@ -211,6 +215,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     num_workers: int = 0
     eval_every_n_steps: int = 0
+    deterministic: Optional[bool] = None
 
 
 @dataclass

@@ -46,6 +46,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 from torch import nn
 
 from internvideo2.errors import CheckpointError, ConfigError
@@ -141,8 +142,18 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if dev.type == "cuda" else "fp32"
         if precision == "bf16" and dev.type == "cpu":
-            log.warning("bf16 autocast on CPU is much slower than fp32 here; use train.precision=fp32")
+            log.warning("bf16 autocast on CPU is much slower than fp32 unless the CPU has AMX bf16 units; "
+                        "train.precision=fp32 is the safe choice")
         self.precision = precision
+        self.deterministic = dev.type == "cpu" if cfg.train.deterministic is None else cfg.train.deterministic
+        if self.deterministic and dev.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
+        self._was_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(self.deterministic)
+        # not also NaN-filling every torch.empty (a debugging aid that comes with the flag): it made a
+        # DeepSpeed run 5x slower on CPU, and our kernels never read memory they did not write
+        self._was_filling = torch.utils.deterministic.fill_uninitialized_memory
+        torch.utils.deterministic.fill_uninitialized_memory = False
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         if cfg.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError(
@@ -234,7 +245,7 @@ class Trainer:
         D.barrier()
         log.info(
             "task %s: %d samples, %d steps/epoch, %d steps, batch %d = %d x %d ranks x %d accum, "
-            "strategy %s, precision %s, lr scale %.4g",
+            "strategy %s, precision %s, deterministic %s, lr scale %.4g",
             cfg.task.name,
             n,
             self.steps_per_epoch,
@@ -245,6 +256,7 @@ class Trainer:
             self.plan.grad_accum,
             self.strategy,
             self.precision,
+            self.deterministic,
             self.lr_scale,
         )
 
@@ -793,6 +805,9 @@ class Trainer:
             ok = True
             return out
         finally:
+            if hasattr(self, "_was_deterministic"):  # the flags are process-wide: give the caller's back
+                torch.use_deterministic_algorithms(self._was_deterministic)
+                torch.utils.deterministic.fill_uninitialized_memory = self._was_filling
             D.shutdown(getattr(self, "info", None), sync=ok)
 
     def _fit(self, resume: str) -> dict[str, Any]:
