@@ -425,3 +425,22 @@ def test_fused_path_leaves_training_gradients_unchanged():
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_fused_gelu_in_bf16_matches_eager():
+    """On CPU in bf16 only the oneDNN fc1+GELU fusion applies; it agrees with the eager bf16 ops to bf16
+    rounding (the norms keep the official fp32-statistics path)."""
+    from internvideo2.models.layers import _onednn_gelu_ok, fused_kernels
+
+    if not _onednn_gelu_ok(torch.bfloat16):
+        pytest.skip("this torch build has no oneDNN linear+GELU in bf16")
+    torch.manual_seed(0)
+    model = _randomised(create_model("tiny", "vision").eval()).bfloat16()
+    x = torch.randn(2, 3, model.cfg.num_frames, model.cfg.img_size, model.cfg.img_size).bfloat16()
+    with torch.no_grad():
+        fused, ops_fused = _ops_called(lambda: model.forward_features(x).tokens)
+        with fused_kernels(False):
+            eager, ops_eager = _ops_called(lambda: model.forward_features(x).tokens)
+    assert "mkldnn._linear_pointwise" in ops_fused and "aten.gelu" not in ops_fused
+    assert "mkldnn._linear_pointwise" not in ops_eager and "aten.gelu" in ops_eager
+    torch.testing.assert_close(fused.float(), eager.float(), rtol=2e-2, atol=2e-2)
