@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the fused kernels are CPU-only; on a "
                     "GPU both paths run the same non-attention ops)")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                    help="weights and input precision (bf16 is for GPUs: on this CPU it is 4-400x slower)")
+                    help="weights and input precision (bf16: GPUs, or CPUs with AMX bf16 units; 4-400x slower on "
+                         "CPUs without them)")
     ap.add_argument("--out", default="runs/bench/encoder.json")
     args = ap.parse_args(argv)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]

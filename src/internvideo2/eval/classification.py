@@ -144,8 +144,11 @@ def attentive_probe(train_tokens: Tensor, train_labels: Sequence[int], test_toke
         loss.backward()
         opt.step()
     with torch.no_grad():
-        scores = torch.cat([head(xte[i:i + 256]) for i in range(0, len(xte), 256)])
-        train_acc = torch.cat([head(xtr[i:i + 256]) for i in range(0, len(xtr), 256)]).argmax(1).eq(ytr)
+        def predict(x: Tensor) -> Tensor:
+            return torch.cat([head(x[i:i + 256]) for i in range(0, len(x), 256)])
+
+        scores = predict(xte)
+        train_acc = predict(xtr).argmax(1).eq(ytr)
     yte = list(test_labels)
     return {"top1": topk_accuracy(scores, yte, ks=(1,))["top1"],
             "mean_class_accuracy": mean_class_accuracy(scores, yte, k),
