@@ -444,3 +444,46 @@ def test_fused_gelu_in_bf16_matches_eager():
     assert "mkldnn._linear_pointwise" in ops_fused and "aten.gelu" not in ops_fused
     assert "mkldnn._linear_pointwise" not in ops_eager and "aten.gelu" in ops_eager
     torch.testing.assert_close(fused.float(), eager.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_micro_batching_groups_samples_and_changes_no_result():
+    """On the fused CPU inference path a block runs a large batch in groups of samples whose MLP hidden
+    fits the byte limit; the output equals the whole batch at once (and the official eager path), with and
+    without a token mask. With autograd on, or the limit off, the batch runs at once."""
+    from internvideo2.models.layers import fused_kernels, micro_batch_bytes
+
+    torch.manual_seed(0)
+    model = _randomised(create_model("tiny", "vision").eval())
+    x = torch.randn(5, 3, model.cfg.num_frames, model.cfg.img_size, model.cfg.img_size)
+    n = 1 + math.prod(model.cfg.grid)
+    mask = torch.zeros(5, n, dtype=torch.bool)
+    mask[:, 1:][:, torch.randperm(n - 1)[: (n - 1) // 2]] = True
+    calls = []
+    hook = model.blocks[0].mlp.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    try:
+        for m in (None, mask):
+            tokens = n if m is None else int((~m[0]).sum())
+            per_sample = tokens * model.blocks[0].mlp.fc1.out_features * 4
+            outs = {}
+            for name, limit in (("groups of 2", 2 * per_sample + per_sample // 2), ("one by one", 1),
+                                ("whole batch", None)):
+                calls.clear()
+                with torch.no_grad(), micro_batch_bytes(limit):
+                    outs[name] = model.forward_features(x, mask=m).tokens
+                assert calls == {"groups of 2": [2, 2, 1], "one by one": [1] * 5, "whole batch": [5]}[name], name
+            with torch.no_grad(), fused_kernels(False), micro_batch_bytes(1):
+                calls.clear()
+                eager = model.forward_features(x, mask=m).tokens
+                assert calls == [5]  # the official eager path is never regrouped
+            for name, out in outs.items():
+                torch.testing.assert_close(out, outs["whole batch"], rtol=1e-5, atol=1e-5, msg=name)
+                torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5, msg=name)
+        calls.clear()
+        with micro_batch_bytes(1):
+            model(x).sum().backward()
+        assert calls == [5]  # autograd: no grouping
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="micro_batch_bytes"):
+        with micro_batch_bytes(0):
+            pass
