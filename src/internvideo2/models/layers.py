@@ -23,11 +23,12 @@ _FUSED = True
 def fused_kernels(enabled: bool):
     """Switch the fused inference paths (default on).
 
-    On CPU in fp32 without autograd: RMSNorm as one norm reduction and two in-place scalings, q/k
-    normalised straight into the head-major layout CPU SDPA runs fastest on, GELU applied inside oneDNN's
-    ``fc1`` kernel (fp32 and bf16), and (everywhere, fp32) the LayerScale product folded into the residual
-    add. Off reproduces the official eager code op for op; the encoder benchmark's official-eager baseline
-    runs with it off. Outputs agree to float rounding either way.
+    On CPU in fp32 or bf16 without autograd: RMSNorm as one norm reduction (fp32 accumulation) and two
+    in-place scalings, q/k normalised straight into the head-major layout CPU SDPA runs fastest on, GELU
+    applied inside oneDNN's ``fc1`` kernel, the LayerScale product folded into the residual add (in fp32
+    also with autograd), and large batches run in groups of samples (:func:`micro_batch_bytes`). Off
+    reproduces the official eager code op for op; the encoder benchmark's official-eager baseline runs with
+    it off. Outputs agree to float rounding (bf16: bf16 rounding) either way.
     """
     global _FUSED
     old, _FUSED = _FUSED, bool(enabled)
@@ -64,14 +65,19 @@ def micro_batch_bytes(limit: int | None):
         _MICRO_BATCH_BYTES = old
 
 
-def _fast_inference(x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
-    """The no-autograd CPU paths apply to ``x`` (in-place and ``out=`` ops, which autograd cannot record)."""
-    return _FUSED and x.dtype in dtypes and x.device.type == "cpu" and not torch.is_grad_enabled()
+def _fast_inference(x: torch.Tensor) -> bool:
+    """The no-autograd CPU paths apply to ``x`` (fp32 or bf16; in-place and ``out=`` ops, which autograd
+    cannot record)."""
+    return (_FUSED and x.dtype in (torch.float32, torch.bfloat16) and x.device.type == "cpu"
+            and not torch.is_grad_enabled())
 
 
 def _rms_rstd(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """``1 / sqrt(mean(x^2, -1) + eps)`` ``[..., C] -> [..., 1]``; one reduction pass (``||x||^2 / C``)."""
-    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+    """``1 / sqrt(mean(x^2, -1) + eps)`` ``[..., C] -> [..., 1]`` in ``x``'s dtype; one reduction pass
+    (``||x||^2 / C``, accumulated in fp32 also for bf16). In bf16 only this small factor is rounded: CPU ops
+    that mix bf16 and fp32 tensors copy the large one through fp32 and run several times slower."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return norm.float().square_().div_(x.shape[-1]).add_(eps).rsqrt_().to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -83,7 +89,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fast_inference(x):
+        if _fast_inference(x) and self.weight.dtype == x.dtype:
             return torch.mul(x, _rms_rstd(x, self.eps)).mul_(self.weight)
         dtype = x.dtype
         h = x.float()
@@ -173,7 +179,7 @@ class Mlp(nn.Module):
         self._approximate = _ACTIVATIONS[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fast_inference(x, (torch.float32, torch.bfloat16)) and _onednn_gelu_ok(x.dtype):
+        if _fast_inference(x) and _onednn_gelu_ok(x.dtype):
             # GELU inside oneDNN's fc1 kernel, while the rows are in cache: a separate pass over the
             # [B, N, 4C] hidden tensor costs ~5% of a B/14 forward on CPU in fp32, ~12% in bf16.
             h = torch.ops.mkldnn._linear_pointwise(x, self.fc1.weight, self.fc1.bias, "gelu", [], self._approximate)
@@ -303,7 +309,7 @@ class Block(nn.Module):
         """``x [B, N, C] -> [B, N, C]``; on the fused CPU inference path in groups of samples (see
         :func:`micro_batch_bytes`)."""
         B = x.shape[0]
-        if B > 1 and _MICRO_BATCH_BYTES and _fast_inference(x, (torch.float32, torch.bfloat16)):
+        if B > 1 and _MICRO_BATCH_BYTES and _fast_inference(x):
             per_sample = x.shape[1] * self.mlp.fc1.out_features * x.element_size()  # the MLP hidden
             group = max(1, _MICRO_BATCH_BYTES // per_sample)
             if group < B:
@@ -314,9 +320,11 @@ class Block(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (_FUSED and x.dtype == torch.float32 and isinstance(self.ls1, LayerScale)
-                and (isinstance(self.drop_path, nn.Identity) or not self.training)):
-            # x + branch * gamma in one pass (in fp32 LayerScale's fp32 cast is a no-op)
+        if _FUSED and isinstance(self.ls1, LayerScale) and (
+                (x.dtype == torch.float32 and (isinstance(self.drop_path, nn.Identity) or not self.training))
+                or (_fast_inference(x) and self.ls1.gamma.dtype == x.dtype)):
+            # x + branch * gamma in one pass (in fp32 LayerScale's fp32 cast is a no-op; in bf16 the sum is
+            # rounded once instead of the product and then the sum)
             x = torch.addcmul(x, self.attn(self.norm1(x)), self.ls1.gamma)
             return torch.addcmul(x, self.mlp(self.norm2(x)), self.ls2.gamma)
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
