@@ -496,3 +496,24 @@ def test_micro_batching_groups_samples_and_changes_no_result():
     with pytest.raises(ValueError, match="micro_batch_bytes"):
         with micro_batch_bytes(0):
             pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_path_keeps_stochastic_depth_in_train_mode_without_autograd(dtype):
+    """A model in train mode run under no_grad still drops paths on the fused path (it once skipped them
+    in bf16): its output differs from eval mode and, in fp32, equals the official eager ops' under the
+    same seed."""
+    from internvideo2.models.layers import fused_kernels
+
+    model = _randomised(create_model("tiny", "vision", drop_path_rate=0.5)).to(dtype)
+    x = torch.randn(4, 3, model.cfg.num_frames, model.cfg.img_size, model.cfg.img_size).to(dtype)
+    with torch.no_grad():
+        kept = model.eval().forward_features(x).tokens.float()
+        torch.manual_seed(1)
+        dropped = model.train().forward_features(x).tokens.float()
+        with fused_kernels(False):
+            torch.manual_seed(1)
+            eager = model.forward_features(x).tokens.float()
+    assert (dropped - kept).abs().max() > 1e-2 * kept.abs().max()  # eval and train are otherwise the same ops
+    if dtype == torch.float32:
+        torch.testing.assert_close(dropped, eager, rtol=1e-5, atol=1e-5)

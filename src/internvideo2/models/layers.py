@@ -320,9 +320,9 @@ class Block(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _FUSED and isinstance(self.ls1, LayerScale) and (
-                (x.dtype == torch.float32 and (isinstance(self.drop_path, nn.Identity) or not self.training))
-                or (_fast_inference(x) and self.ls1.gamma.dtype == x.dtype)):
+        no_drop = isinstance(self.drop_path, nn.Identity) or not self.training
+        if _FUSED and no_drop and isinstance(self.ls1, LayerScale) and (
+                x.dtype == torch.float32 or (_fast_inference(x) and self.ls1.gamma.dtype == x.dtype)):
             # x + branch * gamma in one pass (in fp32 LayerScale's fp32 cast is a no-op; in bf16 the sum is
             # rounded once instead of the product and then the sum)
             x = torch.addcmul(x, self.attn(self.norm1(x)), self.ls1.gamma)
