@@ -1,7 +1,7 @@
 """Encoder forward throughput (issue 2 target): clips/s of the InternVideo2 vision encoder at 8x224, fp32.
 
 For each preset (default B/14 and L/14, randomly initialised: speed does not depend on the weights), in one
-run on the same machine, the same weights through three paths (``--device cuda`` and ``--dtype bf16`` run it on a GPU):
+run on the same machine, the same weights through these paths (``--device cuda`` and ``--dtype bf16`` run it on a GPU):
 
 - ``sdpa``: this package's default inference path: ``scaled_dot_product_attention`` and the fused kernels
   of :func:`internvideo2.models.layers.fused_kernels` (norms, LayerScale-residual, GELU-in-fc1, head-major q/k/v);
@@ -85,10 +85,8 @@ PATHS = {"sdpa": ("sdpa", True, True), "naive": ("naive", False, True), "naive_f
 
 def time_forward(model, x, path: str) -> float:
     impl, fused, micro = PATHS[path]
-    with torch.inference_mode(), attention_impl(impl), fused_kernels(fused), \
-            contextlib.ExitStack() as stack:
-        if not micro:
-            stack.enter_context(micro_batch_bytes(None))
+    whole_batch = contextlib.nullcontext() if micro else micro_batch_bytes(None)
+    with torch.inference_mode(), attention_impl(impl), fused_kernels(fused), whole_batch:
         return _timed(lambda: model.forward_features(x), x.device)
 
 
