@@ -40,15 +40,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import internvideo2  # noqa: E402
 from internvideo2.data.synth import SynthConfig, generate_world  # noqa: E402
-from internvideo2.embed import (  # noqa: E402  (internal pieces: the benchmark times each stage alone)
-    EmbedSettings,
-    _groups,
-    _make_loader,
-    _PacketStream,
-    _Runner,
-    embed_videos,
-    find_videos,
-)
+from internvideo2.embed import EmbedSettings, embed_videos, find_videos  # noqa: E402
+
+# the pieces of the pipeline, timed each alone
+from internvideo2.embed.encoder import VideoEncoder  # noqa: E402
+from internvideo2.embed.planning import make_groups  # noqa: E402
+from internvideo2.embed.stream import PacketStream, make_loader  # noqa: E402
 
 
 def make_clips(folder: Path, n: int, frames: int, size: int) -> list[str]:
@@ -64,9 +61,9 @@ def make_clips(folder: Path, n: int, frames: int, size: int) -> list[str]:
 def decode_only(videos, settings, spec, workers, timeout=60.0):
     """Iterate the embed DataLoader without a model; returns (seconds, items, batches kept in memory)."""
     t0 = time.perf_counter()
-    stream = _PacketStream(_groups(list(range(len(videos))), videos, 0, settings.batch_size), settings, spec, timeout)
+    stream = PacketStream(make_groups(list(range(len(videos))), videos, 0, settings.batch_size), settings, spec, timeout)
     batches, n = [], 0
-    for pk in _make_loader(stream, workers):
+    for pk in make_loader(stream, workers):
         if pk["items"]:
             batches.append(pk["video"].clone())  # out of the worker's shared memory
             n += len(pk["items"])
@@ -120,7 +117,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = internvideo2.create_model(args.preset, **over).eval()  # random init: speed only
     settings = EmbedSettings(frames=args.frames, batch_size=args.batch, chunk_size=args.chunk).validate()
-    runner = _Runner(model, settings, torch.device("cpu"), torch.float32)
+    runner = VideoEncoder(model, settings, torch.device("cpu"), torch.float32)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
 

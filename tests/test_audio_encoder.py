@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import FIXTURES
 
+from internvideo2.checkpoint.beats import load_beats_checkpoint
 from internvideo2.errors import CheckpointError, ConfigError
-from internvideo2.models.audio import BEATs, BEATsConfig, load_beats_checkpoint, relative_position_bucket
+from internvideo2.models.audio import BEATs, BEATsConfig, relative_position_bucket
 
 
 def _fixture():

@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import asset
+from test_video_io import encode_audio, encode_video, grey_frames
+
 from internvideo2.data.video import REASONS, probe_video, read_clip, read_frames
 from internvideo2.errors import ConfigError, MediaError
-from test_video_io import encode_audio, encode_video, grey_frames
 
 LIMIT_S = 10.0  # generous on a shared 2-core machine; each case takes well under a second
 
@@ -116,7 +116,7 @@ def test_truncated_file_with_index_in_front(tmp_path):
     assert m.num_frames == 60 and m.frame_count_source == "stream"  # the header's word
     assert probe_video(p, scan_packets=True).num_frames < 60  # the packets tell the truth
     for strategy in ("sequential", "seek"):
-        e = expect_error(lambda q: read_frames(q, [0, 59], strategy=strategy), p, {"truncated"})
+        e = expect_error(lambda q, s=strategy: read_frames(q, [0, 59], strategy=s), p, {"truncated"})
         assert "60 declared" in e.detail
     assert read_frames(p, [0, 5]).shape == (2, 48, 64, 3)  # what is there stays readable
 
@@ -151,7 +151,7 @@ def test_clip_shorter_than_requested(tmp_path):
 def test_index_out_of_range():
     p = str(asset("video/example1.mp4"))
     for idx in ([40], [-1], [0, 39, 40]):
-        e = expect_error(lambda q: read_frames(q, idx), p, {"index_out_of_range"})
+        e = expect_error(lambda q, i=idx: read_frames(q, i), p, {"index_out_of_range"})
         assert "40 frames" in e.detail
     with pytest.raises(ConfigError):
         read_frames(p, [1.5])

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 import internvideo2
-from internvideo2.checkpoint import (detect_checkpoint, inflate_patch_kernel, load_model, load_state_dict_strict,
-                                     save_pretrained)
+from internvideo2.checkpoint import (
+    detect_checkpoint,
+    inflate_patch_kernel,
+    load_model,
+    load_state_dict_strict,
+    save_pretrained,
+)
 from internvideo2.errors import CheckpointError
 from internvideo2.models import create_model
 

@@ -58,7 +58,7 @@ def test_small_models_also_train_vision_align():
     align = {f"vision_align.{n}" for n, _ in m.vision_align.named_parameters()}
     pool = {n for n in trainable(m) if n.startswith("vision_encoder.")}
     assert trainable(m) == pool | align | {"temp"} and all(".clip_projector." in n for n in pool)
-    assert m.encode_vision(torch.randn(2, 3, 2, 28, 28)).shape == (2, 32)
+    assert m.forward_video(torch.randn(2, 3, 2, 28, 28)).embeds.shape == (2, 32)
 
 
 def test_freezing_switches():
@@ -80,8 +80,8 @@ def test_temperature_is_clamped_to_temp_min_in_forward():
     assert m.temp.item() == pytest.approx(0.05)
     # the loss is the symmetric InfoNCE at the clamped temperature
     with torch.no_grad():
-        v = F.normalize(m.encode_vision(video), dim=-1)
-        t = F.normalize(m.encode_text(ids, att), dim=-1)
+        v = m.forward_video(video).embeds
+        t = m.forward_text(ids, att).embeds
         s = v @ t.T / 0.05
         y = torch.arange(3)
         expected = (F.cross_entropy(s, y) + F.cross_entropy(s.T, y)) / 2
@@ -95,13 +95,17 @@ def test_temperature_is_clamped_to_temp_min_in_forward():
 def test_encoders_give_unit_vectors():
     m = tiny_clip().eval()
     frames = torch.randint(0, 256, (2, 2, 40, 52, 3), dtype=torch.uint8)  # raw frames, any size
-    v = m.encode_video(frames)
-    assert v.shape == (2, 64)
+    emb = m.encode_video(frames)
+    v = emb.embeds
+    assert v.shape == (2, 64) and emb.pooled.shape == (2, 64) and emb.tokens.shape == (2, 1 + 2 * 4, 96)
     torch.testing.assert_close(v.norm(dim=-1), torch.ones(2))
     x = torch.randn(2, 3, 2, 28, 28)
-    torch.testing.assert_close(m.encode_video(x), F.normalize(m.encode_vision(x), dim=-1))
-    t = m.encode_texts(["a dog", "a red ball moves to the left", "x"])
-    assert t.shape == (3, 64)
+    # embeds = normalize(pooled) for the 1B/6B layout (no vision_align); pooled = the attention pool
+    torch.testing.assert_close(m.encode_video(x).embeds, F.normalize(m.vision_encoder(x), dim=-1))
+    te = m.encode_texts(["a dog", "a red ball moves to the left", "x"])
+    t = te.embeds
+    assert t.shape == (3, 64) and te.pooled.shape == (3, te.hidden.shape[-1])
+    torch.testing.assert_close(t, F.normalize(te.pooled @ m.text_projection, dim=-1))
     torch.testing.assert_close(t.norm(dim=-1), torch.ones(3))
     assert not torch.allclose(t[0], t[1])
 
@@ -118,8 +122,8 @@ def test_save_pretrained_load_model_round_trip(tmp_path):
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
     assert trainable(back) == trainable(m)
     video, ids, att, idx = _inputs(m)
-    torch.testing.assert_close(back.encode_video(video), m.encode_video(video), rtol=0, atol=0)
-    torch.testing.assert_close(back.encode_texts(["a dog"]), m.encode_texts(["a dog"]), rtol=0, atol=0)
+    torch.testing.assert_close(back.encode_video(video).embeds, m.encode_video(video).embeds, rtol=0, atol=0)
+    torch.testing.assert_close(back.encode_texts(["a dog"]).embeds, m.encode_texts(["a dog"]).embeds, rtol=0, atol=0)
 
 
 def test_clip_engine_run_on_the_synthetic_world(tmp_path):

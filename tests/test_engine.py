@@ -18,6 +18,7 @@ from internvideo2.errors import CheckpointError, ConfigError
 from internvideo2.train import checkpoint as ckpt
 from internvideo2.train.config import load_config
 from internvideo2.train.engine import Callback, Trainer, TrainingDiverged
+from internvideo2.utils.io import is_tmp_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny" / "engine.yaml"
@@ -270,7 +271,7 @@ def test_crash_mid_write_keeps_latest_loadable(tmp_path):
         deadline = time.time() + 60
         tmp_seen = None
         while time.time() < deadline:
-            tmps = [p for p in d.glob(".tmp-*") if p.stat().st_size > 1 << 20]
+            tmps = [p for p in d.iterdir() if is_tmp_name(p.name) and p.stat().st_size > 1 << 20]
             if tmps:
                 tmp_seen = tmps[0]
                 break
@@ -287,9 +288,9 @@ def test_crash_mid_write_keeps_latest_loadable(tmp_path):
     assert torch.equal(ckpt.load_checkpoint_file(latest)["w"], torch.ones(4))
     assert [s for s, _ in ckpt.list_checkpoints(d)] == [1]
     assert ckpt.resolve_resume("auto", d) == latest
-    assert any(p.name.startswith(".tmp-") for p in d.iterdir())  # the partial write is still there...
+    assert any(is_tmp_name(p.name) for p in d.iterdir())  # the partial write is still there...
     ckpt.save_checkpoint_file({"format": ckpt.FORMAT, "step": 3}, d, 3, keep_last_n=0)
-    assert not any(p.name.startswith(".tmp-") for p in d.iterdir())  # ...until the next save
+    assert not any(is_tmp_name(p.name) for p in d.iterdir())  # ...until the next save
 
 
 def test_checkpoint_file_errors(tmp_path):

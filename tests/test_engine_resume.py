@@ -108,7 +108,7 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
 def _latest_step(ck: Path) -> int:
     try:
         latest = ckpt.read_latest(ck)
-    except Exception:  # noqa: BLE001 - being written
+    except Exception:
         return -1
     return -1 if latest is None else int(latest.name.split("_")[1].split(".")[0])
 

@@ -9,9 +9,18 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES
 
-from internvideo2.train.losses import (cosine_alignment_loss, get_sim, mlm_mask, sample_negatives, stage1_loss,
-                                       uta_loss, visible_targets, vtc_loss, vtm_loss)
-from internvideo2.train.masking import attention_mask, random_mask, tube_mask
+from internvideo2.objectives.losses import (
+    cosine_alignment_loss,
+    get_sim,
+    mlm_mask,
+    sample_negatives,
+    stage1_loss,
+    uta_loss,
+    visible_targets,
+    vtc_loss,
+    vtm_loss,
+)
+from internvideo2.objectives.masking import attention_mask, random_mask, tube_mask
 
 
 def test_vtc_hand_computed():

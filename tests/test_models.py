@@ -9,8 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from internvideo2.errors import ConfigError, ShapeError
-from internvideo2.models import (ClassifierConfig, InternVideo2Classifier, InternVideo2Pretrain, PretrainConfig,
-                                 TeacherConfig, TeacherModel, VisionTransformer, create_model, vision_config)
+from internvideo2.models import (
+    ClassifierConfig,
+    InternVideo2Classifier,
+    InternVideo2Pretrain,
+    PretrainConfig,
+    TeacherConfig,
+    TeacherModel,
+    VisionTransformer,
+    create_model,
+    vision_config,
+)
 from internvideo2.models.layers import Attention
 from internvideo2.models.pos_embed import resample_pos_embed, sincos_3d
 
@@ -82,7 +91,6 @@ def test_runtime_resampling_equals_load_time_resampling():
         small.pos_embed.add_(0.1 * torch.randn_like(small.pos_embed))
     big = create_model("tiny", "classifier", num_classes=5, num_frames=8, img_size=84).eval()
     from internvideo2.checkpoint import load_state_dict_strict
-
     from internvideo2.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="cannot tell"):  # frames and size both differ: ambiguous
@@ -390,9 +398,9 @@ def test_fused_inference_path_matches_official_eager(overrides):
     mask[:, 1:][:, torch.randperm(n - 1)[: (n - 1) // 2]] = True
     for m in (None, mask):
         with torch.no_grad():
-            fused, ops_fused = _ops_called(lambda: model.forward_features(x, mask=m, return_layers=[0]))
+            fused, ops_fused = _ops_called(lambda m=m: model.forward_features(x, mask=m, return_layers=[0]))
             with fused_kernels(False):
-                eager, ops_eager = _ops_called(lambda: model.forward_features(x, mask=m, return_layers=[0]))
+                eager, ops_eager = _ops_called(lambda m=m: model.forward_features(x, mask=m, return_layers=[0]))
         torch.testing.assert_close(fused.tokens, eager.tokens, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fused.intermediates[0], eager.intermediates[0], rtol=1e-5, atol=1e-5)
         expected = {"aten.linalg_vector_norm"} if overrides.get("norm", "rmsnorm") == "rmsnorm" else set()

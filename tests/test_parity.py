@@ -101,13 +101,13 @@ def run_stage2_full(d, man, inp):
     model = load_model(d / "checkpoint.pth", official_class=man["official_class"], official_kwargs=kwargs)
     import torch.nn.functional as F
 
-    from internvideo2.train.losses import get_sim, vtc_loss
+    from internvideo2.objectives.losses import get_sim, vtc_loss
 
     video = inp["video"].permute(0, 2, 1, 3, 4)  # the official stage-2 input is [B, T, 3, H, W]
     ids, att = inp["input_ids"], inp["attention_mask"]
     with torch.no_grad():
-        vt, vp, _ = model.encode_vision(video)
-        th, tc = model.encode_text(ids, att)
+        ve, te = model.forward_video(video), model.forward_text(ids, att)
+        vt, vp, th, tc = ve.tokens, ve.pooled, te.hidden, te.pooled
         v, t = model.vision_proj(vp), model.text_proj(tc)
         s_v2t, s_t2v = get_sim(v, t, model.temp)
         B, N = vt.shape[0], ids.shape[0]
@@ -115,8 +115,10 @@ def run_stage2_full(d, man, inp):
                                                      encoder_hidden_states=vt[i:i + 1].expand(N, -1, -1),
                                                      mode="fusion")[:, 0] for i in range(B)])
         logits = model.itm_head(fused)
-        # the model's own ITM path must agree with the explicit one
+        # the model's own ITM path and embeddings must agree with the explicit ones
         torch.testing.assert_close(model.itm_logits(vt[1:2].expand(N, -1, -1), th, att), logits[1])
+        torch.testing.assert_close(ve.embeds, F.normalize(v, dim=-1))
+        torch.testing.assert_close(te.embeds, F.normalize(t, dim=-1))
         out = dict(vision_tokens=vt, vision_pooled=vp, vision_pooled_normalized=F.normalize(vp, dim=-1),
                    vision_proj=v, vision_proj_normalized=F.normalize(v, dim=-1), text_tokens=th, text_cls=tc,
                    text_cls_normalized=F.normalize(tc, dim=-1), text_proj=t,
@@ -127,8 +129,8 @@ def run_stage2_full(d, man, inp):
 
 
 def run_beats(d, man, inp):
+    from internvideo2.checkpoint.beats import load_beats_checkpoint
     from internvideo2.data.audio import beats_fbank
-    from internvideo2.models.audio import load_beats_checkpoint
 
     model, _ = load_beats_checkpoint(d / "checkpoint.pth")
     model.eval()

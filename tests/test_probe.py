@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import asset
 from test_video_io import encode_video, grey_frames
 

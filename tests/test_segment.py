@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import asset
+from test_video_io import encode_video, real_frames
+
 from internvideo2.data.segment import Shot, detect_shots, frame_change_scores
 from internvideo2.data.video import probe_video
 from internvideo2.errors import ConfigError
-from test_video_io import encode_video, real_frames
 
 SIZE = (72, 128)
 

@@ -79,7 +79,7 @@ def test_videomae_teacher_learns_to_reconstruct():
     clips = np.stack([world.render(i).frames for i in range(4)])  # structured content: reconstructible
     video = (torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 255 - 0.45) / 0.25
     assert model.patchify(video).shape == (4, 2 * 2 * 2, 2 * 14 * 14 * 3)
-    from internvideo2.train.masking import tube_mask
+    from internvideo2.objectives.masking import tube_mask
 
     mask = tube_mask(4, 2, 4, 0.75, torch.Generator().manual_seed(0), with_cls=False)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -94,7 +94,7 @@ def test_videomae_teacher_learns_to_reconstruct():
 
 
 def test_videomae_motion_weight_counts_changing_pixels_more():
-    from internvideo2.train.masking import tube_mask
+    from internvideo2.objectives.masking import tube_mask
 
     enc = TeacherConfig(vision=vision_config("videomae-g14", embed_dim=48, depth=2, num_heads=4, img_size=28,
                                              num_frames=4), kind="videomae")

@@ -97,9 +97,9 @@ def test_save_and_load_round_trip_with_tied_weights(tmp_path):
     assert m2.text_encoder.cls.predictions.decoder.weight is m2.text_encoder.bert.embeddings.word_embeddings.weight
     video, ids, att, _ = batch()
     with torch.no_grad():
-        torch.testing.assert_close(m2.encode_video(video), m.encode_video(video), rtol=0, atol=0)
-        a = m.text_feature(m.encode_text(ids, att)[1])
-        b = m2.text_feature(m2.encode_text(ids, att)[1])
+        torch.testing.assert_close(m2.encode_video(video).embeds, m.encode_video(video).embeds, rtol=0, atol=0)
+        a = m.forward_text(ids, att).embeds
+        b = m2.forward_text(ids, att).embeds
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -107,7 +107,7 @@ def test_uta_aligns_decoders_with_a_clip_teacher():
     """UTA (new_UTA_Loss): 2-2cos between the student's CLIP decoders at the visible tokens and the
     teacher's tokens, plus the final feature, weighted by uta_ratio; it trains the decoders."""
     from internvideo2.models import TeacherConfig, TeacherModel
-    from internvideo2.train.losses import uta_loss, visible_targets
+    from internvideo2.objectives.losses import uta_loss, visible_targets
 
     torch.manual_seed(0)
     teacher = TeacherModel(TeacherConfig(vision=vision_config("internvl-c-6b", embed_dim=48, depth=2, num_heads=4,

@@ -287,7 +287,9 @@ def test_written_mp4s_decode_to_the_rendered_clips(world):
         assert abs(len(audio) - len(clip.audio)) <= 1024
         n = min(len(audio), len(clip.audio))
         assert np.abs(audio[:n] - clip.audio[:n]).mean() < 0.01
-    assert not list(out.rglob("*.part"))
+    from internvideo2.utils.io import is_tmp_name
+
+    assert not [p for p in out.rglob("*") if is_tmp_name(p.name)]  # every temporary file was committed
 
 
 def test_annotation_files_parse_and_agree(world):

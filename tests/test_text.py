@@ -13,15 +13,10 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES
 
+from internvideo2.checkpoint.bert import build_bert_from_hf, load_hf_bert
+from internvideo2.checkpoint.io import load_state_dict_strict
 from internvideo2.errors import CheckpointError, ConfigError
-from internvideo2.models.text import (
-    BertConfig,
-    BertForMaskedLM,
-    BertModel,
-    build_bert_from_hf,
-    load_hf_bert,
-    load_state_dict_strict,
-)
+from internvideo2.models.text import BertConfig, BertForMaskedLM, BertModel
 from internvideo2.models.tokenizer import TextTokenizer, default_vocab_path
 
 ROOT = Path(__file__).resolve().parents[1]

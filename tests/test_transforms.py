@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
-
 from conftest import asset
+
 from internvideo2.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,

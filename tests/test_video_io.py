@@ -17,8 +17,8 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from conftest import asset
+
 from internvideo2.data import video as V
 from internvideo2.data.sampling import SAMPLE_POLICIES, get_frame_indices, sample_indices
 from internvideo2.data.transforms import resize, to_tchw

@@ -5,7 +5,9 @@ Quick start::
     import internvideo2
     model = internvideo2.load_model("1B_ft_k710_f8.pth")        # official file, detected, strict
     model = internvideo2.load_model("runs/demo/stage2")          # a folder saved with save_pretrained
-    emb = model.encode_video(frames_uint8_THWC)                  # .pooled [1, D], .tokens [1, 1+N, C]
+    emb = model.encode_video(frames_uint8_THWC)                  # VideoEmbedding: .pooled [1, D], .tokens [1, 1+N, C]
+    txt = model.encode_texts(["a red star moves left"])          # TextEmbedding (models with a text tower)
+    score = emb.embeds @ txt.embeds.T                            # both unit-norm in the shared space
     tiny = internvideo2.create_model("tiny", "classifier", num_classes=10)   # random init, explicitly
 
 Public names are imported lazily so that ``import internvideo2`` stays cheap.
@@ -28,6 +30,8 @@ _LAZY = {
     "PretrainConfig": "internvideo2.models.config",
     "TeacherConfig": "internvideo2.models.config",
     "load_state_dict_strict": "internvideo2.checkpoint.io",
+    "VideoEmbedding": "internvideo2.models.api",
+    "TextEmbedding": "internvideo2.models.api",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,7 +1,13 @@
 """Checkpoint I/O: official containers and key maps, strict loading, position-table resampling, and
 our safetensors format."""
-from .io import (LoadReport, adapt_state_dict, inflate_patch_kernel, load_state_dict_strict, read_checkpoint,
-                 unwrap_state_dict)
+from .io import (
+                 LoadReport,
+                 adapt_state_dict,
+                 inflate_patch_kernel,
+                 load_state_dict_strict,
+                 read_checkpoint,
+                 unwrap_state_dict,
+)
 from .loader import load_model
 from .official import OFFICIAL_CLASSES, detect_checkpoint
 from .pretrained import from_pretrained, save_pretrained

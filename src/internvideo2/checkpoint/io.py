@@ -16,9 +16,10 @@ import logging
 import os
 import pickle
 import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -222,8 +223,8 @@ def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, orig_num_
     return out
 
 
-DropRule = Union[Iterable[str], Callable[[str], Optional[str]], None]
-MissingRule = Union[Iterable[str], Callable[[str], Optional[tuple[str, str]]], None]
+DropRule = Iterable[str] | Callable[[str], str | None] | None
+MissingRule = Iterable[str] | Callable[[str], tuple[str, str] | None] | None
 
 
 def _drop_fn(rule: DropRule) -> tuple[Callable[[str], str | None], list[str]]:

@@ -7,14 +7,14 @@ official fine-tuning loader), ``encoder.`` (VideoMAEv2 release).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
-from ..models.config import (ClassifierConfig, PretrainConfig, TeacherConfig, VisionConfig, list_presets,
-                             vision_config)
+from ..models.config import ClassifierConfig, PretrainConfig, TeacherConfig, VisionConfig, list_presets, vision_config
 
 # --------------------------------------------------------------------------------------------------
 # official constructor kwargs -> our configs
@@ -190,7 +190,7 @@ def detect_checkpoint(sd: Mapping[str, torch.Tensor], *, img_size: int = 224, nu
         idx = {int(k[len(prefix + name) + 1:].split(".")[0]) for k in keys if k.startswith(prefix + name + ".")}
         return len(idx)
 
-    has = lambda name: any(k.startswith(prefix + name) for k in keys)  # noqa: E731
+    has = lambda name: any(k.startswith(prefix + name) for k in keys)
     if any(k.startswith("text_encoder.") for k in keys):
         kind = "stage2"
     elif prefix and has("clip_decoder."):

@@ -5,31 +5,20 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..utils.io import atomic_path, jsonable, write_text
 
 FORMAT_NAME = "internvideo2"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    return obj
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -43,15 +32,12 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra: dict 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model_type": model_type,
-            "config": _jsonable(config)}
+            "config": jsonable(config)}
     if extra:
         meta["extra"] = extra
-    tmp_w = directory / (WEIGHTS_FILE + ".tmp")
-    save_model(model, str(tmp_w))
-    tmp_c = directory / (CONFIG_FILE + ".tmp")
-    tmp_c.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_w, directory / WEIGHTS_FILE)
-    os.replace(tmp_c, directory / CONFIG_FILE)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_model(model, str(tmp))
+    write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2))
     return directory
 
 

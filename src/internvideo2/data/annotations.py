@@ -269,7 +269,7 @@ def _load_json_list(path: Path) -> list:
     if not path.is_file():
         raise AnnotationError(label, "-", "file not found")
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except UnicodeDecodeError as e:
         raise AnnotationError(label, "-", f"not UTF-8 text ({e})") from e

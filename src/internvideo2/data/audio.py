@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from ..errors import ConfigError, MediaError
 
 logger = logging.getLogger("internvideo2.data")
 
-MediaSource = Union[str, os.PathLike, bytes, BinaryIO]
+MediaSource = str | os.PathLike | bytes | BinaryIO
 
 #: BEATs fbank normalisation constants used by the official stage-2 data code.
 BEATS_FBANK_MEAN = 15.41663
@@ -213,7 +213,7 @@ def load_audio(
             # seek a little before the start; every audio packet is a key frame, samples are trimmed below
             try:
                 container.seek(int((start_s - 0.5) / tb), stream=stream, backward=True)
-            except Exception:  # noqa: BLE001 - an unseekable input is decoded from the start instead
+            except Exception:
                 container.seek(0)
         next_t: float | None = None  # running time stamp for frames without pts
         try:

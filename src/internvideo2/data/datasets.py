@@ -371,7 +371,7 @@ def read_image(path: str | os.PathLike | bytes, *, timeout: float = 30.0) -> tor
     t0 = time.monotonic()
     try:
         container = av.open(src, mode="r", metadata_errors="ignore")
-    except Exception as e:  # noqa: BLE001 - FFmpeg raises many kinds on junk input
+    except Exception as e:
         raise MediaError(label, "open_failed", str(e)) from e
     try:
         if not container.streams.video:
@@ -381,9 +381,8 @@ def read_image(path: str | os.PathLike | bytes, *, timeout: float = 30.0) -> tor
             raise MediaError(label, "dimensions_too_large", f"declared {cc.width}x{cc.height}")
         frame = None
         try:
-            for frame in container.decode(video=0):
-                break  # an image "stream" has one frame; only the first one is used
-        except Exception as e:  # noqa: BLE001
+            frame = next(iter(container.decode(video=0)), None)  # an image "stream": only its first frame
+        except Exception as e:
             raise MediaError(label, "decode_failed", f"{type(e).__name__}: {e}") from e
         if frame is None:
             raise MediaError(label, "decode_failed", "no frame decoded")

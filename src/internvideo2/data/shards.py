@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ConfigError, MediaError
+from ..utils.io import commit, tmp_name
 from .audio import BEATS_TARGET_FRAMES, load_beats_fbank
 from .datasets import BadSample, _dist_info, _to_float_video, read_image, sample_rng
 from .text import pre_text, sample_caption
@@ -146,7 +147,7 @@ def write_shards(
         if tar is not None:
             tar.close()
             final = out / f"{prefix}-{len(paths):0{digits}d}.tar"
-            os.replace(tmp, final)
+            commit(tmp, final)
             paths.append(final)
             tar, tmp = None, None
 
@@ -157,7 +158,7 @@ def write_shards(
                 raise ConfigError("samples", f"duplicate sample key {key!r}")
             seen.add(key)
             if tar is None:
-                tmp = out / f".{prefix}-{len(paths):0{digits}d}.tar.partial"
+                tmp = tmp_name(out / f"{prefix}-{len(paths):0{digits}d}.tar")
                 tar = tarfile.open(
                     tmp, "w", format=tarfile.USTAR_FORMAT if len(key) < 90 else tarfile.PAX_FORMAT
                 )

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AnnotationError, ConfigError, MediaError
+from ..utils.io import atomic_path, write_text
 from .synth_render import render_audio, render_frames
 from .synth_world import (
     CLASS_BY_NAME,
@@ -101,7 +102,7 @@ class SynthConfig:
     audio: bool = True
     crf: int = 18
 
-    def validate(self) -> "SynthConfig":
+    def validate(self) -> SynthConfig:
         if not isinstance(self.num_frames, int) or not 2 <= self.num_frames <= 64:
             raise ConfigError("num_frames", f"must be an int in [2, 64], got {self.num_frames!r}")
         if not isinstance(self.size, int) or not 16 <= self.size <= 256 or self.size % 2:
@@ -220,46 +221,51 @@ def write_clip(path: str | os.PathLike, clip: RenderedClip, crf: int = 18) -> No
     if clip.frames.ndim != 4 or clip.frames.shape[-1] != 3 or clip.frames.dtype != np.uint8:
         raise ConfigError("frames", f"expected uint8 [T, H, W, 3], got {clip.frames.dtype} "
                                     f"{clip.frames.shape}")
-    t, h, w, _ = clip.frames.shape
+    _, h, w, _ = clip.frames.shape
     if h % 2 or w % 2:
         raise ConfigError("frames", f"H.264 4:2:0 needs even height and width, got {h}x{w}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     try:
-        with av.open(str(tmp), "w", format="mp4") as c:
-            vs = c.add_stream("libx264", rate=Fraction(clip.fps).limit_denominator(1000))
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            # deterministic bytes: one thread (lookahead included) and no macroblock tree. With x264's
-            # defaults about 1 clip in 60 encoded differently from run to run (seen with mbtree on, even
-            # single-threaded); both cost nothing measurable on frames this small
-            vs.codec_context.thread_count = 1
-            vs.options = {"crf": str(crf), "preset": "veryfast",
-                          "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"}
-            a = None
-            if clip.audio.size:
-                a = c.add_stream("aac", rate=clip.sample_rate)
-                a.layout = "mono"
-                a.options = {"aac_coder": "fast"}  # the default two-loop coder is 3x slower
-            for f in clip.frames:
-                for p in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                    c.mux(p)
-            for p in vs.encode():
-                c.mux(p)
-            if a is not None:
-                fs = a.codec_context.frame_size or 1024
-                audio = np.ascontiguousarray(clip.audio, dtype=np.float32)
-                for s in range(0, len(audio), fs):
-                    chunk = audio[None, s:s + fs]
-                    af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                    af.sample_rate, af.pts = clip.sample_rate, s
-                    for p in a.encode(af):
-                        c.mux(p)
-                for p in a.encode():
-                    c.mux(p)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            _encode_mp4(tmp, clip, crf)
     except av.FFmpegError as e:
-        tmp.unlink(missing_ok=True)
         raise MediaError(str(path), "encode_failed", str(e)) from e
+
+
+def _encode_mp4(tmp: Path, clip: RenderedClip, crf: int) -> None:
+    import av
+
+    _, h, w, _ = clip.frames.shape
+    with av.open(str(tmp), "w", format="mp4") as c:
+        vs = c.add_stream("libx264", rate=Fraction(clip.fps).limit_denominator(1000))
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        # deterministic bytes: one thread (lookahead included) and no macroblock tree. With x264's
+        # defaults about 1 clip in 60 encoded differently from run to run (seen with mbtree on, even
+        # single-threaded); both cost nothing measurable on frames this small
+        vs.codec_context.thread_count = 1
+        vs.options = {"crf": str(crf), "preset": "veryfast",
+                      "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"}
+        a = None
+        if clip.audio.size:
+            a = c.add_stream("aac", rate=clip.sample_rate)
+            a.layout = "mono"
+            a.options = {"aac_coder": "fast"}  # the default two-loop coder is 3x slower
+        for f in clip.frames:
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if a is not None:
+            fs = a.codec_context.frame_size or 1024
+            audio = np.ascontiguousarray(clip.audio, dtype=np.float32)
+            for s in range(0, len(audio), fs):
+                chunk = audio[None, s:s + fs]
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                af.sample_rate, af.pts = clip.sample_rate, s
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
 
 
 def _work(job: tuple[int, str, int, dict, str, bool]) -> tuple[int, dict[str, Any]]:
@@ -300,12 +306,6 @@ def caption_uniqueness(specs: list[ClipSpec]) -> float:
 
 def _dump_json(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=1) + "\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def generate_world(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, split: str = "train",
@@ -393,7 +393,7 @@ def generate_world(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, sp
 
 
 def _write(path: Path, text: str) -> str:
-    _write_text(path, text)
+    write_text(path, text)
     return str(path)
 
 

@@ -279,7 +279,7 @@ class ClipSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClipSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ClipSpec:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` naming the bad field."""
         if not isinstance(d, dict):
             raise ConfigError("spec", f"expected an object, got {type(d).__name__}")

@@ -35,9 +35,9 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -273,7 +273,7 @@ class _PacketScan:
     time_base: Fraction
 
 
-_SCAN_CACHE: "OrderedDict[tuple, _PacketScan]" = OrderedDict()
+_SCAN_CACHE: OrderedDict[tuple, _PacketScan] = OrderedDict()
 _SCAN_LOCK = threading.Lock()
 _SCAN_CACHE_SIZE = 256
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import shutil
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,13 +227,12 @@ def frozen_probes(model, videos: dict[str, torch.Tensor], train_labels: list[int
     ``videos``: {"train": [N, 3, T, H, W], "held": [M, 3, T, H, W]}."""
     from ..eval.classification import attentive_probe, linear_probe
 
-    enc = getattr(model, "vision_encoder", model)
     tokens, pooled = {}, {}
-    with torch.no_grad():
-        for split, v in videos.items():
-            toks = [enc.forward_features(v[i:i + batch]).tokens for i in range(0, len(v), batch)]
-            tokens[split] = torch.cat(toks)
-            pooled[split] = torch.cat([enc.pool(t) for t in toks])
+    model.eval()
+    for split, v in videos.items():
+        embs = [model.encode_video(v[i:i + batch]) for i in range(0, len(v), batch)]
+        tokens[split] = torch.cat([e.tokens for e in embs])
+        pooled[split] = torch.cat([e.pooled for e in embs])
     return {"linear_probe": linear_probe(tokens["train"][:, 1:].mean(1), train_labels, tokens["held"][:, 1:].mean(1),
                                          test_labels),
             "linear_probe_head": linear_probe(pooled["train"], train_labels, pooled["held"], test_labels),
@@ -268,13 +264,3 @@ def run_demo(opts: DemoOptions) -> int:
         root.removeHandler(handler)
     print(report["summary_text"], flush=True)
     return 0
-
-
-def machine_info() -> dict:
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
-
-def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
-            "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "values": values}

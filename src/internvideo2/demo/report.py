@@ -30,7 +30,7 @@ def _stats(values: list[float]) -> dict:
 
 
 def build_metrics(demo) -> dict:
-    from .pipeline import machine_info
+    from ..utils.env import machine_info
 
     s2 = demo.results["stage2"]
     seeds = list(demo.o.seeds)
@@ -332,7 +332,7 @@ def _masking_figure(demo, plt) -> dict[str, str]:
     """One held-out clip: frames, the CLIP teacher's pooling attention, and the stage-1 mask (80% dropped)."""
     from ..checkpoint.loader import load_model
     from ..eval.zeroshot import load_videos
-    from ..train.masking import attention_mask
+    from ..objectives.masking import attention_mask
 
     synth = demo.synth
     held = json.loads((synth / "heldout.json").read_text())
@@ -427,7 +427,7 @@ def _markdown(demo, m: dict, files: dict) -> str:
         f"from scratch, with the same budget, for seeds {seeds}.",
         "5. **fine-tuning** of the stage-2 encoder for the 14 action classes." if "finetune" in m else "",
         "",
-        "## Headline: the stage-2 model (stage-1 init, seed %d) on held-out clips" % seeds[0],
+        f"## Headline: the stage-2 model (stage-1 init, seed {seeds[0]}) on held-out clips",
         "",
         "| metric | value | chance | items | scorer |",
         "|---|---|---|---|---|",

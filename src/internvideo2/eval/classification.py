@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ def multiview_logits(model: nn.Module, videos: Sequence[Tensor], num_frames: int
     size = size or vis.img_size
     mean, std = vis.mean, vis.std
     dev = next(model.parameters()).device
-    batch, meta, out = [], [], []
+    batch, out = [], []
     vid_ids, clip_ids, crop_ids = [], [], []
 
     def flush():

@@ -9,8 +9,9 @@ Which reference each function follows, and where we differ, is written down in `
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

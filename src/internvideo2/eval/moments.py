@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def load_jsonl(path: str | Path) -> list[dict]:
     """Rows of a JSON-lines file (blank lines skipped); bad lines raise :class:`AnnotationError`."""
     rows = []
     try:
-        f = open(path, "r", encoding="utf-8")
+        f = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise AnnotationError(str(path), "-", "file not found") from None
     with f:
@@ -163,7 +163,7 @@ def _windows(path: str, row: int | str, value, width: int, field: str) -> np.nda
     return arr
 
 
-def _index(rows: Sequence[Mapping], path: str) -> "OrderedDict[Hashable, tuple[int, Mapping]]":
+def _index(rows: Sequence[Mapping], path: str) -> OrderedDict[Hashable, tuple[int, Mapping]]:
     out: OrderedDict = OrderedDict()
     for i, r in enumerate(rows):
         if "qid" not in r:

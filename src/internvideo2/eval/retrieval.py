@@ -13,8 +13,8 @@ iterable of such batches; texts are strings.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -51,36 +51,41 @@ def _batches(videos: Tensor | Iterable[Tensor], batch_size: int):
         yield from videos
 
 
+def _check_text_side(model) -> None:
+    if not model.has_text:
+        raise TypeError(f"{type(model).__name__} ({model.model_type!r}) has no text side; video-text protocols "
+                        "need a stage-2 or CLIP model")
+
+
 @torch.no_grad()
 def encode_videos(model, videos: Tensor | Iterable[Tensor], batch_size: int = 32, keep_tokens: bool = True) -> VideoBank:
-    """Run the vision side of a stage-2 model over videos ``[N, 3, T, H, W]`` (unmasked, eval mode)."""
+    """The video side of a video-text model (``model.encode_video``) over normalised videos ``[N, 3, T, H, W]``
+    (unmasked, eval mode). Tokens are kept for ITM re-ranking when the model has an ITM head."""
+    _check_text_side(model)
     model.eval()
-    dev = next(model.parameters()).device
+    keep_tokens = keep_tokens and model.has_itm
     feats, tokens = [], []
     for x in _batches(videos, batch_size):
-        out = model.encode_vision(x.to(dev))
-        t, pooled = (out[0], out[1]) if isinstance(out, tuple) else (None, out)  # CLIP models: no tokens
-        feats.append(model.vision_feature(pooled).float().cpu())
-        if t is not None and keep_tokens:
-            tokens.append(t.cpu())
+        emb = model.encode_video(x)
+        feats.append(emb.embeds.float().cpu())
+        if keep_tokens:
+            tokens.append(emb.tokens.cpu())
     return VideoBank(torch.cat(feats), torch.cat(tokens) if tokens else None)
 
 
 @torch.no_grad()
 def encode_texts(model, texts: Sequence[str], batch_size: int = 256, keep_hidden: bool = True) -> TextBank:
-    """Run the text side (text-only layers) over strings with the model's own tokenizer."""
+    """The text side (``model.encode_texts``: text-only layers, the model's own tokenizer) over strings."""
+    _check_text_side(model)
     model.eval()
-    dev = next(model.parameters()).device
+    keep_hidden = keep_hidden and model.has_itm
     feats, hidden, atts = [], [], []
     for i in range(0, len(texts), batch_size):
-        tok = model.tokenizer(list(texts[i:i + batch_size]))
-        ids, att = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
-        out = model.encode_text(ids, att)
-        h, cls = out if isinstance(out, tuple) else (None, out)  # CLIP models: the embedding only
-        feats.append(model.text_feature(cls).float().cpu())
-        if keep_hidden and h is not None:
-            hidden.append(h.cpu())
-            atts.append(att.cpu())
+        emb = model.encode_texts(list(texts[i:i + batch_size]))
+        feats.append(emb.embeds.float().cpu())
+        if keep_hidden:
+            hidden.append(emb.hidden.cpu())
+            atts.append(emb.attention_mask.cpu())
     return TextBank(torch.cat(feats), torch.cat(hidden) if hidden else None, torch.cat(atts) if atts else None)
 
 
@@ -110,7 +115,7 @@ def retrieval_scores(model, vbank: VideoBank, tbank: TextBank, k_test: int = 128
     sim = vbank.feats @ tbank.feats.T
     out = {"sim": (sim, sim.T.contiguous())}
     out["dsl"] = dual_softmax(sim)
-    if use_itm and vbank.tokens is not None and tbank.hidden is not None and hasattr(model, "itm_head"):
+    if use_itm and model.has_itm and vbank.tokens is not None and tbank.hidden is not None:
         v2t = itm_rerank_merge(sim, itm_topk_scores(model, vbank, tbank, sim, k_test, "video"), k_test)
         t2v = itm_rerank_merge(sim.T, itm_topk_scores(model, vbank, tbank, sim.T.contiguous(), k_test, "text"), k_test)
         out["match"] = (v2t, t2v)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -129,7 +129,7 @@ def average_precision_detection(gt: Detections, pred: Detections,
 
 def _read_json(path: str | Path) -> dict:
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise AnnotationError(str(path), "-", "file not found") from None

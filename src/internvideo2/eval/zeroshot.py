@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -18,9 +18,8 @@ from ..errors import ConfigError
 
 
 def vision_cfg(model):
-    """The VisionConfig of a stage-2, CLIP or plain vision model."""
-    enc = getattr(model, "vision_encoder", model)
-    return enc.cfg
+    """The VisionConfig of any model's vision backbone."""
+    return model.vision_backbone.cfg
 
 
 def load_videos(paths: Sequence[str], model, num_frames: int | None = None, batch_size: int = 64) -> torch.Tensor:

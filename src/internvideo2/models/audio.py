@@ -18,15 +18,13 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from internvideo2.errors import CheckpointError, ConfigError
-from internvideo2.checkpoint.io import LoadReport, load_state_dict_strict, read_checkpoint
+from internvideo2.errors import ConfigError
 
 log = logging.getLogger("internvideo2.models.audio")
 
@@ -135,7 +133,7 @@ class BEATsConfig:
             )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "cfg") -> "BEATsConfig":
+    def from_dict(cls, d: Mapping[str, Any], source: str = "cfg") -> BEATsConfig:
         """Official ``BEATsConfig(cfg)``: known fields are set; unknown keys go to ``extra`` (logged)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kw = {k: v for k, v in d.items() if k in names}
@@ -159,12 +157,12 @@ class _GradMultiply(torch.autograd.Function):
     """Identity forward; gradient scaled by ``scale`` (layer-wise gradient decay)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # noqa: D102
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
         ctx.scale = scale
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx, grad: Tensor):
         return grad * ctx.scale, None
 
 
@@ -392,50 +390,4 @@ class BEATs(nn.Module):
         return self.encoder(self.dropout_input(x))
 
 
-def load_beats_checkpoint(
-    src: str | Path | Mapping[str, Any],
-    *,
-    cfg: BEATsConfig | Mapping[str, Any] | None = None,
-    prefix: str = "",
-) -> tuple[BEATs, LoadReport]:
-    """Build :class:`BEATs` from the release format ``{'cfg': dict, 'model': state_dict}`` and load it
-    strictly.
-
-    Args:
-        src: a file (read with ``torch.load(weights_only=True)``) or the loaded object.
-        cfg: the config, when ``src`` has no ``'cfg'`` (e.g. a stage-2 audio-visual state dict).
-        prefix: key prefix to select and strip (``"audio_encoder."`` inside a stage-2 checkpoint); with a
-            prefix, other keys are ignored.
-
-    Returns the model (in training mode, like any fresh module; call ``.eval()``) and the :class:`LoadReport`.
-    Missing, unexpected or mis-shaped keys raise :class:`CheckpointError`. The per-layer copies of the shared
-    ``relative_attention_bias.weight`` must be equal.
-    """
-    where = "BEATs checkpoint"
-    obj: Any = src
-    if not isinstance(src, Mapping):
-        where = str(src)
-        obj = read_checkpoint(src)
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{where}: expected a dict, got {type(obj).__name__}")
-    if cfg is None:
-        if "cfg" not in obj:
-            raise CheckpointError(f"{where}: no 'cfg' entry (keys: {sorted(obj)[:10]}); pass cfg=")
-        cfg = obj["cfg"]
-    if not isinstance(cfg, BEATsConfig):
-        if not isinstance(cfg, Mapping):
-            raise CheckpointError(f"{where}: 'cfg' must be a dict, got {type(cfg).__name__}")
-        cfg = BEATsConfig.from_dict(cfg, source=f"{where}: cfg")
-    sd = obj
-    for key in ("model", "module"):
-        if key in obj and isinstance(obj[key], Mapping):
-            sd = obj[key]
-            break
-    else:
-        if "cfg" in obj:
-            raise CheckpointError(f"{where}: has 'cfg' but no 'model' state dict")
-    model = BEATs(cfg)
-    return model, load_state_dict_strict(model, sd, source=where, prefix=prefix)
-
-
-__all__ = ["BEATsConfig", "BEATs", "load_beats_checkpoint", "relative_position_bucket"]
+__all__ = ["BEATsConfig", "BEATs", "relative_position_bucket"]

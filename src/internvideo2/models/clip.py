@@ -14,15 +14,17 @@ like the LLaMA tower's. Official CLIP files therefore load for their vision part
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..objectives.losses import pool_text, vtc_loss
+from .api import EmbeddingModel, TextEmbedding, VideoEmbedding
 from .config import VisionConfig, vision_config
-from .text import BertConfig, BertModel, TokenizerMixin, pool_text
+from .text import BertConfig, BertModel, TokenizerMixin
+from .vision import VisionTransformer
 
 
 @dataclass
@@ -69,16 +71,16 @@ class CLIPConfig:
                                            f"width ({out}: align_dim or vision.clip_embed_dim)")
 
 
-class InternVideo2CLIP(TokenizerMixin, nn.Module):
-    """``forward(video [B,3,T,H,W], input_ids, attention_mask, idx) -> {"loss_vtc", "loss"}``."""
+class InternVideo2CLIP(EmbeddingModel, TokenizerMixin, nn.Module):
+    """``forward(video [B,3,T,H,W], input_ids, attention_mask, idx) -> {"loss_vtc", "loss"}``; the embedding
+    API of :mod:`.api` for evaluation (no ITM head)."""
 
     model_type = "clip"
     config_class = CLIPConfig
+    has_text = True
 
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
-        from .vision import VisionTransformer
-
         self.config = cfg
         self.vision_encoder = VisionTransformer(cfg.vision)
         self.vision_align = (nn.Sequential(nn.LayerNorm(cfg.vision.clip_embed_dim), nn.Linear(cfg.vision.clip_embed_dim,
@@ -105,40 +107,42 @@ class InternVideo2CLIP(TokenizerMixin, nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"temp"} | {"vision_encoder." + n for n in self.vision_encoder.no_weight_decay()}
 
-    def encode_vision(self, video: Tensor) -> Tensor:
-        """``[B, 3, T, H, W] -> [B, D]`` (not normalised; a 1-frame input takes the image path)."""
-        x = self.vision_encoder(video)
-        return self.vision_align(x) if self.vision_align is not None else x
+    # ------------------------------------------------------------------ embedding API
+    @property
+    def vision_backbone(self) -> VisionTransformer:
+        return self.vision_encoder
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    @property
+    def projection_dim(self) -> int:
+        return self.config.embed_dim
+
+    def _video_features(self, video: Tensor, use_image: bool | None = None) -> tuple[Tensor, Tensor, object]:
+        """``(pooled [B, clip_embed_dim], features [B, D] not normalised, VideoFeatures)``."""
+        feats = self.vision_encoder.forward_features(video, use_image=use_image)
+        pooled = self.vision_encoder.pool(feats.tokens)
+        return pooled, (self.vision_align(pooled) if self.vision_align is not None else pooled), feats
+
+    def forward_video(self, video: Tensor, *, use_image: bool | None = None) -> VideoEmbedding:
+        """``[B, 3, T, H, W]`` -> pooled (attention pool), tokens and ``embeds = normalize(vision_align(pooled))``
+        (``vision_align`` only for the S/B/L models); a 1-frame input takes the image path."""
+        pooled, v, feats = self._video_features(video, use_image)
+        return VideoEmbedding(pooled=pooled, tokens=feats.tokens, embeds=F.normalize(v, dim=-1), grid=feats.grid)
+
+    def _text_features(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(hidden [N, L, H], pooled [N, H], features [N, D] = pooled @ text_projection)``."""
         h = self.text_encoder(input_ids, attention_mask, mode="text")
         feat = pool_text(h, attention_mask, self.config.text_pool)
-        return feat @ self.text_projection
+        return h, feat, feat @ self.text_projection
 
-    # the evaluation protocols of :mod:`internvideo2.eval.retrieval` call these
-    def vision_feature(self, pooled: Tensor) -> Tensor:
-        return F.normalize(pooled, dim=-1)
-
-    def text_feature(self, feat: Tensor) -> Tensor:
-        return F.normalize(feat, dim=-1)
-
-    @torch.no_grad()
-    def encode_video(self, video: Tensor) -> Tensor:
-        return F.normalize(self.encode_vision(self.vision_encoder.prepare_video(video)), dim=-1)
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> Tensor:
-        tok = self.tokenizer(list(texts))
-        dev = self.temp.device
-        return F.normalize(self.encode_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev)), dim=-1)
+    def forward_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextEmbedding:
+        h, pooled, t = self._text_features(input_ids, attention_mask)
+        return TextEmbedding(pooled=pooled, embeds=F.normalize(t, dim=-1), hidden=h, attention_mask=attention_mask)
 
     def forward(self, video: Tensor, input_ids: Tensor, attention_mask: Tensor, idx: Tensor,
                 gather=None) -> dict[str, Tensor]:
-        from ..train.losses import vtc_loss
-
         with torch.no_grad():
             self.temp.clamp_(min=self.config.temp_min)
-        v = self.encode_vision(video)
-        t = self.encode_text(input_ids, attention_mask)
+        _, v, _ = self._video_features(video)
+        _, _, t = self._text_features(input_ids, attention_mask)
         loss = vtc_loss(v, t, idx, self.temp, gather)
         return {"loss_vtc": loss, "loss": loss}

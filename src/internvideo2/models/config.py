@@ -112,7 +112,7 @@ class VisionConfig:
         g = self.img_size // self.patch_size
         return (self.num_frames // self.tubelet_size, g, g)
 
-    def replace(self, **overrides: Any) -> "VisionConfig":
+    def replace(self, **overrides: Any) -> VisionConfig:
         return dataclasses.replace(self, **_checked_overrides(type(self), overrides))
 
     def to_dict(self) -> dict[str, Any]:

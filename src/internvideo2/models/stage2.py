@@ -11,16 +11,20 @@ single frame (T = 1) takes the image path.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..objectives.losses import mlm_loss, pool_text, uta_loss, visible_targets, vtc_loss, vtm_loss
+from ..objectives.masking import random_mask, tube_mask
+from .api import EmbeddingModel, TextEmbedding, VideoEmbedding
 from .config import PretrainConfig, VisionConfig
-from .text import BertConfig, BertForMaskedLM, TokenizerMixin, pool_text
+from .text import BertConfig, BertForMaskedLM, TokenizerMixin
 from .variants import InternVideo2Pretrain
 
 
@@ -109,15 +113,18 @@ class Stage2Config:
                 raise ConfigError(name, "must be in [0, 1)")
 
 
-class InternVideo2Stage2(TokenizerMixin, nn.Module):
+class InternVideo2Stage2(EmbeddingModel, TokenizerMixin, nn.Module):
     """Vision encoder + BERT fusion encoder + projections + ITM head.
 
     ``forward(video [B,3,T,H,W], input_ids [B,L], attention_mask [B,L], idx [B])`` returns the weighted
-    losses; ``encode_vision`` / ``encode_text`` / ``itm_scores`` are the evaluation path.
+    losses; the embedding API (``encode_video`` / ``encode_texts`` / ``forward_*``, :mod:`.api`) and
+    ``itm_logits`` are the evaluation path.
     """
 
     model_type = "stage2"
     config_class = Stage2Config
+    has_text = True
+    has_itm = True
 
     def __init__(self, cfg: Stage2Config):
         super().__init__()
@@ -173,24 +180,36 @@ class InternVideo2Stage2(TokenizerMixin, nn.Module):
         self.vision_encoder.set_grad_checkpointing(enable)
         self.text_encoder.bert.set_gradient_checkpointing(enable)
 
-    # ------------------------------------------------------------------ encoders
-    def encode_vision(self, video: Tensor, mask: Tensor | None = None):
-        """``[B,3,T,H,W] -> (tokens [B, 1+N_vis, C], pooled [B, clip_embed_dim], output)``; the alignment
-        decoders run only when UTA trains them."""
-        out = self.vision_encoder(video, mask=mask, decoders=bool(self.config.loss_uta) and self.training)
-        return out.tokens, out.pooled, out
+    # ------------------------------------------------------------------ embedding API
+    @property
+    def vision_backbone(self) -> InternVideo2Pretrain:
+        return self.vision_encoder
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    @property
+    def projection_dim(self) -> int:
+        return self.config.embed_dim
+
+    def forward_video(self, video: Tensor, *, use_image: bool | None = None) -> VideoEmbedding:
+        """``[B,3,T,H,W]`` -> tokens ``[B, 1+N, C]``, pooled ``[B, clip_embed_dim]`` (attention pool) and
+        ``embeds = normalize(vision_proj(pooled))`` ``[B, embed_dim]`` (the alignment decoders do not run)."""
+        enc = self.vision_encoder
+        feats = enc.forward_features(video, use_image=use_image)
+        pooled = enc.pool(feats.tokens)
+        return VideoEmbedding(pooled=pooled, tokens=feats.tokens, embeds=F.normalize(self.vision_proj(pooled), dim=-1),
+                              grid=feats.grid)
+
+    def _text_states(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Text-only layers: ``(hidden [N, L, H], feature [N, H])``; the feature is the [CLS] state after
         ``fusion_layer`` layers (spec §3.1), or the mean over real tokens with ``text_pool="mean"``."""
         h = self.text_encoder.bert(input_ids, attention_mask, mode="text")
         return h, pool_text(h, attention_mask, self.config.text_pool)
 
-    def vision_feature(self, pooled: Tensor) -> Tensor:
-        return F.normalize(self.vision_proj(pooled), dim=-1)
-
-    def text_feature(self, text_cls: Tensor) -> Tensor:
-        return F.normalize(self.text_proj(text_cls), dim=-1)
+    def forward_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextEmbedding:
+        """Token ids ``[N, L]`` -> hidden ``[N, L, H]`` (text-only layers), pooled ``[N, H]`` and
+        ``embeds = normalize(text_proj(pooled))`` ``[N, embed_dim]``."""
+        h, pooled = self._text_states(input_ids, attention_mask)
+        return TextEmbedding(pooled=pooled, embeds=F.normalize(self.text_proj(pooled), dim=-1), hidden=h,
+                             attention_mask=attention_mask)
 
     def itm_logits(self, vision_tokens: Tensor, text_hidden: Tensor, text_atts: Tensor) -> Tensor:
         """ITM logits ``[N, 2]`` for aligned rows of vision tokens and text hidden states."""
@@ -198,26 +217,9 @@ class InternVideo2Stage2(TokenizerMixin, nn.Module):
                                    encoder_hidden_states=vision_tokens, mode="fusion")
         return self.itm_head(pool_text(h, text_atts, self.config.text_pool))
 
-    @torch.no_grad()
-    def encode_video(self, video: Tensor):
-        """Normalised video embeddings ``[B, embed_dim]`` (raw uint8 frames or normalised float video)."""
-        x = self.vision_encoder.prepare_video(video)
-        _, pooled, _ = self.encode_vision(x)
-        return self.vision_feature(pooled)
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> Tensor:
-        """Normalised text embeddings ``[N, embed_dim]``."""
-        tok = self.tokenizer(list(texts))
-        dev = self.temp.device
-        _, cls = self.encode_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev))
-        return self.text_feature(cls)
-
     # ------------------------------------------------------------------ training
     def make_mask(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
         """Random (or tube) token mask for a training batch: video ratio 0.8, image ratio 0.5."""
-        from ..train.masking import random_mask, tube_mask
-
         cfg = self.config
         B, _, T, H, W = video.shape
         v = cfg.vision.vision
@@ -243,15 +245,15 @@ class InternVideo2Stage2(TokenizerMixin, nn.Module):
         teacher's output on the unmasked input (``TeacherOutput``: features ``[K, B, 1+N, D]``, pooled
         ``[B, D']``), needed when ``loss_uta > 0``.
         """
-        from ..train.losses import mlm_loss, vtc_loss, vtm_loss
-
         cfg = self.config
         with torch.no_grad():
             self.temp.clamp_(cfg.temp_min, cfg.temp_max)
         if mask is None and self.training:
             mask = self.make_mask(video, generator)
-        vis_tokens, pooled, vout = self.encode_vision(video, mask)
-        text_hidden, text_cls = self.encode_text(input_ids, attention_mask)
+        # the alignment decoders run only when UTA trains them
+        vout = self.vision_encoder(video, mask=mask, decoders=bool(cfg.loss_uta) and self.training)
+        vis_tokens, pooled = vout.tokens, vout.pooled
+        text_hidden, text_cls = self._text_states(input_ids, attention_mask)
         v_feat, t_feat = self.vision_proj(pooled), self.text_proj(text_cls)
         losses: dict[str, Tensor] = {}
         if cfg.loss_vtc:
@@ -267,8 +269,6 @@ class InternVideo2Stage2(TokenizerMixin, nn.Module):
             losses["loss_mlm"] = cfg.loss_mlm * mlm_loss(self.text_encoder, input_ids[:n], attention_mask[:n],
                                                          vis_tokens[:n], cfg.mlm_prob, generator)
         if cfg.loss_uta and not (cfg.uta_image_only and video.shape[2] > 1):
-            from ..train.losses import uta_loss, visible_targets
-
             if teacher is None:
                 raise ValueError("loss_uta > 0 needs the CLIP teacher's outputs (forward(..., teacher=...))")
             target = teacher.features if mask is None else visible_targets(teacher.features, mask)

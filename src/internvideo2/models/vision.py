@@ -10,15 +10,15 @@ attention pool, no fc_norm). Heads and alignment decoders live in :mod:`.variant
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ShapeError
+from .api import EmbeddingModel, VideoEmbedding
 from .config import VisionConfig
 from .layers import AttentionPool, Block, init_vit_weights, make_norm, rescale_blocks, trunc_normal_
 from .pos_embed import resample_pos_embed, sincos_1d, sincos_1d_interleaved, sincos_2d, sincos_3d
@@ -56,8 +56,12 @@ class VideoFeatures:
     use_image: bool
 
 
-class VisionTransformer(nn.Module):
-    """Core + attention pool. ``forward(video) -> pooled [B, clip_embed_dim]`` (not normalised)."""
+class VisionTransformer(EmbeddingModel, nn.Module):
+    """Core + attention pool. ``forward(video) -> pooled [B, clip_embed_dim]`` (not normalised).
+
+    The embedding API (:mod:`.api`): ``vision_backbone`` is the model itself; ``encode_video`` /
+    ``forward_video`` give ``pooled`` (attention pool, or the token mean without one) and ``tokens``; vision
+    models have no text side (``embeds`` is None)."""
 
     model_type = "vision"
     config_class = VisionConfig
@@ -257,17 +261,14 @@ class VisionTransformer(nn.Module):
     def get_num_layers(self) -> int:
         return len(self.blocks)
 
-    # ------------------------------------------------------------------ convenience API
-    @torch.no_grad()
-    def encode_video(self, video: torch.Tensor, *, num_frames: int | None = None, use_image: bool | None = None):
-        """Embed videos. ``video`` is either raw RGB frames, uint8 ``[T, H, W, 3]`` or
-        ``[B, T, H, W, 3]`` (resized to the model's size and normalised with its mean/std, the official
-        evaluation transform), or an already normalised float ``[B, 3, T, H, W]``.
+    # ------------------------------------------------------------------ embedding API
+    @property
+    def vision_backbone(self) -> VisionTransformer:
+        return self
 
-        Returns :class:`VideoEmbedding` with ``pooled [B, clip_embed_dim]`` (the attention-pool feature)
-        and ``tokens [B, 1+N, C]``.
-        """
-        x = self.prepare_video(video, num_frames=num_frames)
+    def forward_video(self, x: torch.Tensor, *, use_image: bool | None = None) -> VideoEmbedding:
+        """``[B, 3, T, H, W]`` -> pooled ``[B, clip_embed_dim]`` (the token mean ``[B, C]`` without attention
+        pool) and tokens ``[B, 1+N, C]``."""
         feats = self.forward_features(x, use_image=use_image)
         pooled = self.pool(feats.tokens) if self.clip_projector is not None else feats.tokens.mean(1)
         return VideoEmbedding(pooled=pooled, tokens=feats.tokens, grid=feats.grid)
@@ -294,12 +295,3 @@ class VisionTransformer(nn.Module):
             raise ShapeError("video must be uint8 frames [(B,) T, H, W, 3] or a normalised float "
                              f"[B, 3, T, H, W]; got {video.dtype} {tuple(video.shape)}")
         return x.to(device=param.device, dtype=param.dtype)
-
-
-@dataclass
-class VideoEmbedding:
-    """``pooled [B, D]`` clip-level embedding and ``tokens [B, (1+)N, C]`` token features."""
-
-    pooled: torch.Tensor
-    tokens: torch.Tensor
-    grid: tuple[int, int, int]

@@ -4,11 +4,11 @@ Layout of ``checkpoint.dir``::
 
     step_00000020.pt      one file per checkpoint (torch.save, loadable with weights_only=True)
     latest                text file naming the newest complete checkpoint
-    .tmp-*                leftovers of an interrupted write (ignored, removed by the next save)
+    .NAME.tmpPID          leftovers of an interrupted write (ignored, removed by the next save)
 
-Writing: the payload goes to a temporary file in the same folder, which is flushed and fsync'ed, then
-``os.replace``'d to its final name, then the folder is fsync'ed; only then is ``latest`` rewritten the same
-way. A crash at any moment leaves ``latest`` naming a complete file (or absent before the first save).
+Writing (:func:`internvideo2.utils.io.atomic_write`): the payload goes to a temporary file in the same
+folder, which is flushed and fsync'ed, then ``os.replace``'d to its final name, then the folder is fsync'ed;
+only then is ``latest`` rewritten the same way. A crash at any moment leaves ``latest`` naming a complete file (or absent before the first save).
 DeepSpeed checkpoints are folders (``step_XXXXXXXX/``) written under a temporary name and renamed.
 
 Payload (a dict of tensors and plain Python values): ``format``, ``step``, ``epoch``, ``step_in_epoch``,
@@ -19,17 +19,17 @@ Payload (a dict of tensors and plain Python values): ``format``, ``step``, ``epo
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from internvideo2.errors import CheckpointError
+from internvideo2.utils.io import atomic_write, is_tmp_name, write_text
 
 log = logging.getLogger("internvideo2.train.checkpoint")
 
@@ -40,7 +40,6 @@ _STEP_RE = re.compile(r"^step_(\d+)(\.pt)?$")
 __all__ = [
     "FORMAT",
     "checkpoint_name",
-    "atomic_write_bytes",
     "atomic_torch_save",
     "save_checkpoint_file",
     "update_latest",
@@ -58,43 +57,12 @@ def checkpoint_name(step: int, folder: bool = False) -> str:
     return f"step_{step:08d}" + ("" if folder else ".pt")
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(str(d), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(final: Path) -> Path:
-    return final.parent / f".tmp-{final.name}-{os.getpid()}"
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` into a temp file next to ``path``, fsync, then rename onto ``path``."""
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write_bytes(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def update_latest(ckpt_dir: Path, name: str) -> None:
-    atomic_write_bytes(Path(ckpt_dir) / LATEST, lambda f: f.write((name + "\n").encode()))
+    write_text(Path(ckpt_dir) / LATEST, name + "\n")
 
 
 def read_latest(ckpt_dir: Path) -> Path | None:
@@ -136,9 +104,10 @@ def apply_retention(ckpt_dir: Path, keep_last_n: int) -> list[Path]:
     temp files. Returns the removed paths."""
     d = Path(ckpt_dir)
     removed = []
-    for p in d.glob(".tmp-*"):
-        _remove(p)
-        removed.append(p)
+    for p in d.iterdir() if d.is_dir() else ():
+        if is_tmp_name(p.name):
+            _remove(p)
+            removed.append(p)
     if keep_last_n <= 0:
         return removed
     latest = read_latest(d)
@@ -184,7 +153,7 @@ def load_checkpoint_file(path: Path) -> dict:
     """Load a checkpoint file (memory-mapped, weights_only) and check its format."""
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as exc:
         raise CheckpointError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an internvideo2 training checkpoint (format {FORMAT!r} expected)")

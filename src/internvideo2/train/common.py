@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -139,7 +140,6 @@ def load_vision_weights(encoder: nn.Module, path: str | Path, field: str = "mode
     own = encoder.state_dict()
     sd = {k: v for k, v in sd.items() if not (k in own and k.split(".")[0] in ("clip_decoder", "final_clip_decoder")
                                               and v.shape != own[k].shape)}
-    vis = getattr(encoder, "cfg", None)
     src_frames = None
     if p.is_dir() and (p / CONFIG_FILE).is_file():
         import json

@@ -22,15 +22,16 @@ import dataclasses
 import difflib
 import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 
 from internvideo2.errors import ConfigError
+from internvideo2.utils.io import jsonable
+from internvideo2.utils.typed import build_dataclass, coerce, field_types, is_optional, type_name
 
 __all__ = [
     "MetaConfig",
@@ -88,7 +89,7 @@ class TaskConfig:
     """
 
     name: str = "toy_contrastive"
-    module: Optional[str] = None
+    module: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,8 +102,8 @@ class ModelConfig:
     overrides: free-form constructor overrides on top of the preset (drop_path_rate, num_frames...).
     """
 
-    preset: Optional[str] = None
-    pretrained: Optional[str] = None
+    preset: str | None = None
+    pretrained: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -174,7 +175,7 @@ class ScheduleConfig:
 
     name: Literal["cosine", "cosine_multi", "constant"] = "cosine"
     warmup_epochs: float = 0.0
-    warmup_steps: Optional[int] = None
+    warmup_steps: int | None = None
     min_lr: float = 0.0
     start_warmup_value: float = 0.0
     min_lr_multi: float = 0.0
@@ -204,18 +205,18 @@ class TrainConfig:
         without a deterministic kernel raise).
     """
 
-    global_batch_size: Optional[int] = None
-    batch_size: Optional[int] = None
-    grad_accum: Optional[int] = None
-    epochs: Optional[float] = None
-    max_steps: Optional[int] = None
+    global_batch_size: int | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grad_checkpointing: bool = False
     num_workers: int = 0
     eval_every_n_steps: int = 0
-    deterministic: Optional[bool] = None
+    deterministic: bool | None = None
 
 
 @dataclass
@@ -252,7 +253,7 @@ class CheckpointConfig:
         checkpoint file or folder.
     """
 
-    dir: Optional[str] = None
+    dir: str | None = None
     every_n_steps: int = 0
     keep_last_n: int = 3
     save_final: bool = True
@@ -307,7 +308,7 @@ class RunConfig:
     guards: GuardsConfig = field(default_factory=GuardsConfig)
     smoke: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Range and consistency checks that need no knowledge of the world size. Raises ConfigError."""
         o, s, t, d, c, lg = self.optim, self.schedule, self.train, self.dist, self.checkpoint, self.log
         _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number > 0, got {o.lr}")
@@ -501,132 +502,14 @@ def load_yaml_tree(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> di
     return _deep_merge(tree, _expand_dotted(raw, ""))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# typed conversion
-# ----------------------------------------------------------------------------------------------------------
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
-
-def _type_name(tp: Any) -> str:
-    opt, inner = _is_optional(tp)
-    if opt:
-        return f"{_type_name(inner)} or null"
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, tuple, dict):
-        return f"{origin.__name__}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert only lossless spellings ('1e-4' -> float)."""
-    opt, inner = _is_optional(tp)
-    if value is None:
-        if opt:
-            return None
-        raise ConfigError(name, f"must be {_type_name(tp)}, got null")
-    tp = inner
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, name)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
-            raise ConfigError(name, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-        return value
-    if tp is Any:
-        return copy.deepcopy(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(name, f"must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-                return int(value)
-            raise ConfigError(name, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(name, f"must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(name, f"must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(name, f"must be a string, got {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(name, f"must be a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(name, f"must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(name, f"must be a mapping, got {value!r}")
-        return copy.deepcopy(value)
-    raise ConfigError(name, f"unsupported field type {tp!r}")  # pragma: no cover - programming error
-
-
-def _build(cls: type, tree: Any, prefix: str) -> Any:
-    where = prefix or "config"
-    if not isinstance(tree, dict):
-        raise ConfigError(where, f"must be a mapping, got {tree!r}")
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-            raise ConfigError(full, f"unknown key{hint}")
-        kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
-
-
 def config_from_dict(tree: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from a merged mapping."""
-    return _build(RunConfig, _expand_dotted(tree, ""), "").validate()
+    return build_dataclass(RunConfig, _expand_dotted(tree, ""), "").validate()
 
 
 def config_to_dict(cfg: Any) -> Any:
     """Plain (YAML/JSON/pickle-safe) mapping of a config; tuples become lists."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {str(k): config_to_dict(v) for k, v in cfg.items()}
-    return copy.deepcopy(cfg)
+    return jsonable(cfg)
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -641,12 +524,12 @@ def _field_type(path: list[str]) -> tuple[Any, bool]:
     """Annotation of a dotted path and whether it lies inside a free-form mapping; ConfigError if unknown."""
     cls: Any = RunConfig
     for i, part in enumerate(path):
-        _, cls = _is_optional(cls)
+        _, cls = is_optional(cls)
         if typing.get_origin(cls) is dict or cls is Any:
             return Any, True
         if not dataclasses.is_dataclass(cls):
-            raise ConfigError(".".join(path), f"{'.'.join(path[:i])} is a {_type_name(cls)}, not a mapping")
-        hints = _hints(cls)
+            raise ConfigError(".".join(path), f"{'.'.join(path[:i])} is a {type_name(cls)}, not a mapping")
+        hints = field_types(cls)
         if part not in hints:
             names = list(hints)
             close = difflib.get_close_matches(part, names, n=1)
@@ -665,7 +548,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or any(not p.isidentifier() for p in key.split(".")):
         raise ConfigError(key or text, "invalid override key (expected dotted identifiers, e.g. optim.lr)")
     tp, free = _field_type(key.split("."))
-    opt, inner = _is_optional(tp)
+    opt, inner = is_optional(tp)
     if not free and inner is str:
         if opt and raw.strip().lower() in ("null", "none", "~"):
             return key, None
@@ -675,7 +558,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(key, f"cannot parse value {raw!r}: {exc}") from None
     if not free:
-        _coerce(value, tp, key)  # type errors name the field now, before anything runs
+        coerce(value, tp, key)  # type errors name the field now, before anything runs
     return key, value
 
 
@@ -706,7 +589,7 @@ def load_config(
             raise ConfigError("smoke.smoke", "the smoke section cannot override itself")
         # type-check the smoke keys with their own names, so errors say smoke.<field>
         try:
-            _build(RunConfig, _deep_merge({k: v for k, v in tree.items() if k != "smoke"}, section), "")
+            build_dataclass(RunConfig, _deep_merge({k: v for k, v in tree.items() if k != "smoke"}, section), "")
         except ConfigError as exc:
             raise ConfigError(f"smoke.{exc.field}", exc.reason) from None
         tree = _deep_merge(tree, section)

@@ -41,8 +41,9 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +57,7 @@ from internvideo2.train.config import BatchPlan, RunConfig, config_to_dict, dump
 from internvideo2.train.data import GlobalBatchSampler, worker_init_fn
 from internvideo2.train.optim import build_optimizer, build_param_groups, build_schedule, lr_scale_factor
 from internvideo2.train.tasks import StepContext, Task, get_task
+from internvideo2.utils.io import atomic_write, fsync_dir, write_text
 
 log = logging.getLogger("internvideo2.train.engine")
 
@@ -72,10 +74,10 @@ class TrainingDiverged(RuntimeError):
 class Callback:
     """Optional hooks; every method receives the Trainer. Useful for tests and custom logging."""
 
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_after_backward(self, trainer: "Trainer") -> None: ...  # before clipping and the optimizer step
-    def on_step_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...  # record: this step
-    def on_train_end(self, trainer: "Trainer", summary: dict[str, Any]) -> None: ...
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_after_backward(self, trainer: Trainer) -> None: ...  # before clipping and the optimizer step
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...  # record: this step
+    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
@@ -239,9 +241,7 @@ class Trainer:
         self.ckpt_dir = cfg.checkpoint_dir
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_bytes(
-                self.out_dir / "config.yaml", lambda f: f.write(dump_config(cfg).encode())
-            )
+            write_text(self.out_dir / "config.yaml", dump_config(cfg))
         D.barrier()
         log.info(
             "task %s: %d samples, %d steps/epoch, %d steps, batch %d = %d x %d ranks x %d accum, "
@@ -587,7 +587,9 @@ class Trainer:
 
     def _save_deepspeed(self, state: dict) -> Path:
         name = ckpt.checkpoint_name(self.step, folder=True)
-        tmp_tag = f".tmp-{name}"
+        # one name on every rank (each writes its shards into the same folder); a hidden ``.tmp`` name, so
+        # retention removes what a killed save leaves
+        tmp_tag = f".{name}.tmp"
         if self.info.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         D.barrier()
@@ -598,7 +600,7 @@ class Trainer:
         final = self.ckpt_dir / name
         if self.info.is_main:
             os.replace(self.ckpt_dir / tmp_tag, final)
-            ckpt._fsync_dir(self.ckpt_dir)
+            fsync_dir(self.ckpt_dir)
             ckpt.update_latest(self.ckpt_dir, name)
             ckpt.apply_retention(self.ckpt_dir, self.cfg.checkpoint.keep_last_n)
         D.barrier()
@@ -703,7 +705,7 @@ class Trainer:
                     if resumed and rec.get("step", 0) <= self.step:
                         keep.append(line)
             # drop lines written after the checkpoint by the run that was interrupted
-            ckpt.atomic_write_bytes(metrics, lambda f: f.write("".join(x + "\n" for x in keep).encode()))
+            write_text(metrics, "".join(x + "\n" for x in keep))
             self._jsonl = open(metrics, "a", buffering=1)
         if self.cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # lazy: training extra
@@ -754,7 +756,7 @@ class Trainer:
         ax_lr.grid(alpha=0.3)
         fig.tight_layout()
         out = self.out_dir / "loss.png"
-        ckpt.atomic_write_bytes(out, lambda f: fig.savefig(f, format="png", dpi=100))
+        atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))
         return out
 
     # ------------------------------------------------------------------------------------------------------
@@ -793,7 +795,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------------------------------------------
-    def _on_sigterm(self, signum, frame):  # noqa: ARG002
+    def _on_sigterm(self, signum, frame):
         self._stop_requested = True
 
     def fit(self, resume: str | None = None) -> dict[str, Any]:
@@ -956,9 +958,7 @@ class Trainer:
             "model": getattr(self, "exported", ""),
         }
         if self.info.is_main:
-            ckpt.atomic_write_bytes(
-                self.out_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode())
-            )
+            write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
             if self.cfg.log.plot:
                 png = self._plot()
                 summary["plot"] = str(png) if png else ""

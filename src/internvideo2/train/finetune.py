@@ -27,8 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .common import (build_transform, data_options, load_vision_weights, step_generator, synth_corpus,
-                     to_model_layout, vision_from_model_cfg)
+from .common import (
+    build_transform,
+    data_options,
+    load_vision_weights,
+    step_generator,
+    synth_corpus,
+    to_model_layout,
+    vision_from_model_cfg,
+)
 from .tasks import StepContext, Task, register_task
 
 log = logging.getLogger("internvideo2.train.finetune")

@@ -12,10 +12,9 @@ Official rules (spec §5.4, §6.2, §7.1):
 from __future__ import annotations
 
 import fnmatch
-
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn

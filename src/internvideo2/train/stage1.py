@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..objectives.losses import distill_loss, stage1_loss, visible_targets
+from ..objectives.masking import attention_mask, random_mask, tube_mask
 from .common import pretrain_config, step_generator, to_model_layout, vision_from_model_cfg
-from .losses import distill_loss, stage1_loss, visible_targets
-from .masking import attention_mask, random_mask, tube_mask
 from .tasks import StepContext, Task, register_task
 from .teachers import _data_options, _video_dataset
 
@@ -71,8 +71,8 @@ def load_teacher(path: str, field: str, kind: str | None = None, return_layer: i
     """A frozen teacher from a saved folder: an ``image_text_teacher`` gives its vision tower, a
     ``videomae_teacher`` its encoder, a ``stage2`` / ``pretrain`` / ``vision`` model is wrapped as an
     InternVideo2 whole-video teacher (core + attention pool) returning ``return_layer`` layers."""
-    from ..checkpoint.loader import load_model
     from ..checkpoint.io import load_state_dict_strict
+    from ..checkpoint.loader import load_model
     from ..models.config import TeacherConfig
     from ..models.variants import TeacherModel
 
@@ -82,21 +82,16 @@ def load_teacher(path: str, field: str, kind: str | None = None, return_layer: i
         model = load_model(path)
     except Exception as e:
         raise ConfigError(field, f"cannot load teacher {path!r}: {e}") from e
-    mtype = getattr(model, "model_type", "")
-    if mtype == "image_text_teacher":
-        teacher = model.vision
-    elif mtype == "videomae_teacher":
-        teacher = model.encoder
-    elif mtype == "teacher":
-        teacher = model
-    elif mtype in ("stage2", "pretrain", "vision", "classifier"):
-        enc = model.vision_encoder if mtype == "stage2" else model
-        teacher = TeacherModel(TeacherConfig(vision=enc.cfg, kind="internvideo2", return_layer=return_layer or 1,
+    backbone = model.vision_backbone
+    if isinstance(backbone, TeacherModel):  # a trained teacher (image_text_teacher, videomae_teacher, teacher)
+        teacher = backbone
+    else:  # any other InternVideo2 encoder serves as a whole-video teacher (core + attention pool)
+        if backbone.clip_projector is None:
+            raise ConfigError(field, f"{path!r}: its encoder has no attention pool, which a teacher needs")
+        teacher = TeacherModel(TeacherConfig(vision=backbone.cfg, kind="internvideo2", return_layer=return_layer or 1,
                                              return_interval=return_interval or 1.0))
-        core = {k: v for k, v in enc.state_dict().items() if k in teacher.state_dict()}
+        core = {k: v for k, v in backbone.state_dict().items() if k in teacher.state_dict()}
         load_state_dict_strict(teacher, core, source=f"{path} (vision core)")
-    else:
-        raise ConfigError(field, f"{path!r} holds a {mtype!r} model, which cannot serve as a teacher")
     if kind is not None and teacher.config.kind != kind:
         raise ConfigError(field, f"expected a {kind!r} teacher, {path!r} gives {teacher.config.kind!r}")
     teacher.eval().requires_grad_(False)

@@ -20,8 +20,17 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import (build_transform, data_options, load_vision_weights, pretrain_config, step_generator,
-                     synth_corpus, text_config, to_model_layout, vision_from_model_cfg)
+from .common import (
+    build_transform,
+    data_options,
+    load_vision_weights,
+    pretrain_config,
+    step_generator,
+    synth_corpus,
+    text_config,
+    to_model_layout,
+    vision_from_model_cfg,
+)
 from .tasks import StepContext, Task, register_task
 
 log = logging.getLogger("internvideo2.train.stage2")
@@ -73,7 +82,7 @@ def load_text_weights(text_encoder: nn.Module, o: dict[str, Any]) -> bool:
     """``text_pretrained``: a path loads those HF BERT weights; ``true`` loads MiniLM's shipped weights for
     ``text_encoder: minilm`` (other presets have none here and stay randomly initialised, with a warning);
     ``false`` keeps the random init. Returns whether weights were loaded."""
-    from ..models.text import load_hf_bert
+    from ..checkpoint.bert import load_hf_bert
 
     src = o["text_pretrained"]
     if isinstance(src, str):
@@ -255,8 +264,8 @@ class Stage2Task(Task):
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
-        from ..eval.retrieval import encode_texts, encode_videos
         from ..eval.metrics import dual_softmax, itm_eval
+        from ..eval.retrieval import encode_texts, encode_videos
 
         o = _options(ctx.cfg)
         if not o["eval_split"]:

@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ KNOWN_TASK_MODULES: dict[str, str] = {
     "mae_teacher": "internvideo2.train.teachers",
 }
 
-_REGISTRY: dict[str, type["Task"]] = {}
+_REGISTRY: dict[str, type[Task]] = {}
 
 
 @dataclass
@@ -107,7 +108,7 @@ class StepContext:
     rank: int
     world_size: int
     device: torch.device
-    cfg: "RunConfig"
+    cfg: RunConfig
     unwrapped: nn.Module | None = None
     autocast_dtype: torch.dtype | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -145,13 +146,13 @@ class Task:
 
     name: str = ""
 
-    def validate(self, cfg: "RunConfig") -> None:
+    def validate(self, cfg: RunConfig) -> None:
         """Check task-specific options; raise ConfigError naming ``task.options.<key>`` etc."""
 
-    def build_model(self, cfg: "RunConfig") -> nn.Module:
+    def build_model(self, cfg: RunConfig) -> nn.Module:
         raise NotImplementedError(f"task {self.name!r} must implement build_model")
 
-    def build_train_dataset(self, cfg: "RunConfig") -> torch.utils.data.Dataset:
+    def build_train_dataset(self, cfg: RunConfig) -> torch.utils.data.Dataset:
         raise NotImplementedError(f"task {self.name!r} must implement build_train_dataset")
 
     collate: Callable[[list[Any]], Any] | None = None
@@ -162,7 +163,7 @@ class Task:
     def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
         return None
 
-    def param_group_fn(self, model: nn.Module, cfg: "RunConfig") -> tuple[Callable[[str], int], int] | None:
+    def param_group_fn(self, model: nn.Module, cfg: RunConfig) -> tuple[Callable[[str], int], int] | None:
         if hasattr(model, "get_num_layers"):
             n = int(model.get_num_layers())
             if hasattr(model, "get_layer_id"):
@@ -174,7 +175,7 @@ class Task:
         return set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
 
     def build_batch_sampler(
-        self, cfg: "RunConfig", dataset: Any, plan: Any, rank: int, epoch: int, start_step: int
+        self, cfg: RunConfig, dataset: Any, plan: Any, rank: int, epoch: int, start_step: int
     ) -> Any | None:
         """Optional custom per-rank batch sampler for one epoch (e.g. one media type per step, as the
         official stage-2 ``MetaLoader``). It must have ``steps_per_epoch``, start at global step

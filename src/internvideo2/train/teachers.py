@@ -17,8 +17,15 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .common import (build_transform, data_options, step_generator, synth_corpus, text_config,
-                     to_model_layout, vision_from_model_cfg)
+from .common import (
+    build_transform,
+    data_options,
+    step_generator,
+    synth_corpus,
+    text_config,
+    to_model_layout,
+    vision_from_model_cfg,
+)
 from .tasks import StepContext, Task, register_task
 
 DATA_OPTIONS: dict[str, Any] = {"corpus": "synth", "num_frames": 4, "sample_type": "rand", "image_res": 56,
@@ -81,7 +88,7 @@ class ClipTeacherTask(Task):
                                                         max_txt_len=int(o["max_txt_l"]),
                                                         add_sep=o["text_encoder"] == "minilm"))
         if o["text_pretrained"] and o["text_encoder"] == "minilm":
-            from ..models.text import load_hf_bert
+            from ..checkpoint.bert import load_hf_bert
             from ..models.tokenizer import default_vocab_path
 
             load_hf_bert(model.text_encoder, default_vocab_path().parent)
@@ -161,7 +168,7 @@ class MAETeacherTask(Task):
         return collate_skip_bad(samples)
 
     def training_step(self, model, batch, ctx: StepContext):
-        from .masking import random_mask, tube_mask
+        from ..objectives.masking import random_mask, tube_mask
 
         net = ctx.unwrapped
         T, H, W = net.config.encoder.vision.grid

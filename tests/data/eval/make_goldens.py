@@ -86,7 +86,7 @@ def make_tal_case(seed, n_cls, n_vid, subsets, extra):
         {"segment": [3.0, 20.0], "label": labels[-1], "score": 0.123457},
     ]
     extra(db, res, labels)
-    gt = {"version": "VERSION 1.3", "taxonomy": [{"nodeName": l} for l in labels], "database": db}
+    gt = {"version": "VERSION 1.3", "taxonomy": [{"nodeName": name} for name in labels], "database": db}
     pred = {"version": "VERSION 1.3", "external_data": {"used": False, "details": ""}, "results": res}
     return gt, pred
 
@@ -146,7 +146,7 @@ def run_anet(gt, pred, subset, tiou):
     finally:
         (HERE / "_tmp_gt.json").unlink()
         (HERE / "_tmp_pred.json").unlink()
-    inv = {c: l for l, c in a.activity_index.items()}
+    inv = {c: name for name, c in a.activity_index.items()}
     return {
         "mAP": [float(x) for x in a.mAP],
         "average_mAP": float(a.average_mAP),
@@ -349,8 +349,8 @@ def moments():
 # ------------------------------------------------------------------ retrieval + multilabel mAP
 def retrieval():
     sys.path.insert(0, str(REF / "iv2"))
-    from itm_eval_ref import itm_eval
     from apmeter_ref import ap_per_class
+    from itm_eval_ref import itm_eval
 
     rng = np.random.default_rng(5)
     out = []

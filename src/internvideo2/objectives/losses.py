@@ -7,19 +7,37 @@
 * :func:`mlm_mask` / :func:`mlm_loss` — masked language modelling conditioned on video tokens.
 * :func:`uta_loss`, :func:`cosine_alignment_loss`, :func:`stage1_loss`, :func:`distill_loss` — the
   ``2 - 2cos`` alignment terms of stage 1, distillation and stage-2 UTA.
+* :func:`pool_text` — the sentence feature of text hidden states (what VTC and the ITM head read; the
+  models' text paths use the same function).
 
 Random choices take an explicit ``torch.Generator`` so that a resumed run repeats them exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 Gather = Callable[[Tensor], Tensor]
+
+
+def pool_text(hidden: Tensor, attention_mask: Tensor, mode: str = "cls") -> Tensor:
+    """Sentence feature ``[N, H]`` from hidden states ``[N, L, H]``: the [CLS] state (``cls``, official
+    stage 2), the mean over real tokens (``mean``, sentence-transformers such as MiniLM) or the last real
+    token (``last``, the official LLaMA CLIP tower's EOS)."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+    if mode == "last":
+        last = attention_mask.sum(1).clamp_min(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown text pooling {mode!r}; use cls, mean or last")
+
 
 
 def get_sim(v: Tensor, t: Tensor, temp: float | Tensor = 1.0, agg: str = "mean") -> tuple[Tensor, Tensor]:
@@ -110,8 +128,6 @@ def vtm_loss(text_encoder: nn.Module, itm_head: nn.Module, vision_embeds: Tensor
         v_atts = torch.cat([vision_atts, vision_atts[neg_video_for_text], vision_atts], dim=0)
     hidden = text_encoder(encoder_embeds=text_all, attention_mask=atts_all, encoder_hidden_states=vision_all,
                           encoder_attention_mask=v_atts, mode="fusion")
-    from ..models.text import pool_text
-
     logits = itm_head(pool_text(hidden, atts_all, pool))
     labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(2 * B, dtype=torch.long)]).to(logits.device)
     return F.cross_entropy(logits.float(), labels), logits, labels
@@ -133,7 +149,7 @@ def mlm_mask(input_ids: Tensor, vocab_size: int, prob: float = 0.5, special: Spe
     never pad or [CLS] ([SEP] can be); chosen tokens become [MASK] 80%, a random id 10%, unchanged 10%.
     Returns ``(masked_ids, labels)`` with labels -100 where not chosen."""
     dev = input_ids.device
-    rand = lambda: torch.rand(input_ids.shape, generator=generator).to(dev)  # noqa: E731
+    rand = lambda: torch.rand(input_ids.shape, generator=generator).to(dev)
     chosen = (rand() < prob) & (input_ids != special.pad) & (input_ids != special.cls)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
     ids = input_ids.clone()
