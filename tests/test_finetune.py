@@ -16,7 +16,7 @@ from internvideo2.errors import ConfigError
 from internvideo2.eval.classification import attentive_probe, evaluate_multiview, linear_probe, multiview_clips
 from internvideo2.models.config import vision_config
 from internvideo2.train.config import config_from_dict
-from internvideo2.train.finetune import FinetuneTask, mix_batch
+from internvideo2.train.finetune import FinetuneOptions, FinetuneTask, mix_batch
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +28,10 @@ def _one_thread():
 
 
 MIX = {"label_smoothing": 0.0, "mixup": 0.8, "cutmix": 1.0, "mixup_prob": 1.0, "mixup_switch_prob": 0.5}
+
+
+def _mix(x, y, k, o, gen):
+    return mix_batch(x, y, k, FinetuneOptions(**o), gen)
 
 
 def _batch(B=4, T=3, H=12, W=10):
@@ -42,7 +46,7 @@ def _batch(B=4, T=3, H=12, W=10):
 def test_label_smoothing_without_mixing():
     x, y = _batch()
     o = {**MIX, "label_smoothing": 0.1, "mixup_prob": 0.0}
-    out, t = mix_batch(x, y, 5, o, np.random.default_rng(0))
+    out, t = _mix(x, y, 5, o, np.random.default_rng(0))
     assert torch.equal(out, x)
     expected = torch.full((4, 5), 0.1 / 5)
     expected[torch.arange(4), y] = 0.9 + 0.1 / 5
@@ -53,7 +57,7 @@ def test_label_smoothing_without_mixing():
 def test_mixup_mixes_pixels_and_targets_with_one_lambda():
     x, y = _batch()
     for seed in range(5):
-        out, t = mix_batch(x, y, 4, {**MIX, "cutmix": 0.0}, np.random.default_rng(seed))
+        out, t = _mix(x, y, 4, {**MIX, "cutmix": 0.0}, np.random.default_rng(seed))
         lam = t[0, 0].item()  # sample 0: weight lam on its own class, 1 - lam on its partner's (B-1-0 = 3)
         assert 0.0 < lam < 1.0
         torch.testing.assert_close(t.sum(1), torch.ones(4))
@@ -69,7 +73,7 @@ def test_cutmix_lambda_is_one_minus_the_box_area_and_the_box_is_shared_over_time
     o = {**MIX, "mixup": 0.0, "label_smoothing": 0.1}
     boxes = 0
     for seed in range(20):
-        out, t = mix_batch(x, y, 4, o, np.random.default_rng(seed))
+        out, t = _mix(x, y, 4, o, np.random.default_rng(seed))
         torch.testing.assert_close(t.sum(1), torch.ones(4))
         changed = out != x  # [B, 3, T, H, W]: pixels pasted from the partner sample
         for i in range(4):
@@ -93,18 +97,18 @@ def test_switch_probability_chooses_between_mixup_and_cutmix():
     x, y = _batch()
     kinds = set()
     for seed in range(20):
-        out, _ = mix_batch(x, y, 4, MIX, np.random.default_rng(seed))
+        out, _ = _mix(x, y, 4, MIX, np.random.default_rng(seed))
         values = set(out[0].unique().tolist())
         kinds.add("cutmix" if values <= {1.0, 4.0} else "mixup")
     assert kinds == {"cutmix", "mixup"}
     for seed in range(5):  # switch prob 1: always cutmix
-        out, _ = mix_batch(x, y, 4, {**MIX, "mixup_switch_prob": 1.0}, np.random.default_rng(seed))
+        out, _ = _mix(x, y, 4, {**MIX, "mixup_switch_prob": 1.0}, np.random.default_rng(seed))
         assert set(out[0].unique().tolist()) <= {1.0, 4.0}
 
 
 def test_batch_of_one_passes_through():
     x, y = _batch(B=1)
-    out, t = mix_batch(x, y, 3, {**MIX, "label_smoothing": 0.3}, np.random.default_rng(0))
+    out, t = _mix(x, y, 3, {**MIX, "label_smoothing": 0.3}, np.random.default_rng(0))
     assert torch.equal(out, x)
     torch.testing.assert_close(t, torch.tensor([[0.7 + 0.1, 0.1, 0.1]]))
 

@@ -82,7 +82,7 @@ def world(tmp_path_factory):
     return root
 
 
-def _stage2(world, tmp_path, *overrides):
+def _stage2(world, tmp_path, *overrides, build: bool = True):
     from internvideo2.train.config import load_config
     from internvideo2.train.tasks import get_task
 
@@ -90,7 +90,7 @@ def _stage2(world, tmp_path, *overrides):
                                                    "data.options.synth_train=24", "data.options.synth_heldout=0",
                                                    "train.global_batch_size=8", *overrides])
     task = get_task(cfg.task.name)
-    return cfg, task, task.build_train_dataset(cfg)
+    return cfg, task, task.build_train_dataset(cfg) if build else None
 
 
 def test_synthetic_world_records_the_main_object_appearance(world):
@@ -126,6 +126,9 @@ def test_stage2_group_by_names_a_missing_field(world, tmp_path):
 
 
 def test_stage2_group_size_is_validated_before_training(world, tmp_path):
-    cfg, task, _ = _stage2(world, tmp_path, "data.options.group_by=appearance", "data.options.group_size=0")
+    cfg, task, _ = _stage2(world, tmp_path, "data.options.group_by=appearance", "data.options.group_size=0",
+                           build=False)
     with pytest.raises(ConfigError, match="data.options.group_size"):
         task.validate(cfg)
+    with pytest.raises(ConfigError, match="data.options.group_size"):
+        task.build_train_dataset(cfg)

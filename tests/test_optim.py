@@ -21,7 +21,7 @@ from internvideo2.train.optim import (
     lr_scale_factor,
 )
 from internvideo2.train.tasks import Task, vit_layer_id
-from internvideo2.train.toy import DEFAULTS, ToyVideoText
+from internvideo2.train.toy import ToyOptions, ToyVideoText
 
 
 def _groups_by_name(groups):
@@ -29,7 +29,7 @@ def _groups_by_name(groups):
 
 
 def test_layer_decay_and_weight_decay_exclusions_on_toy_vit():
-    model = ToyVideoText(dict(DEFAULTS, depth=3))
+    model = ToyVideoText(ToyOptions(depth=3))
     layer_id, num_layers = Task().param_group_fn(model, None)
     assert num_layers == 3
     d = 0.8

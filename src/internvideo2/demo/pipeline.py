@@ -133,11 +133,12 @@ class Demo:
     def world(self) -> None:
         from ..train.common import synth_corpus
         from ..train.config import load_config
+        from ..train.tasks import get_task
 
         self.announce("synthetic world")
         t = time.perf_counter()
         cfg = load_config(self.cfg_dir / "stage2.yaml", self.overrides("stage2", {}))
-        synth_corpus(cfg.data.options)
+        synth_corpus(get_task(cfg.task.name).data_options(cfg))
         self.timings["synthetic world"] = time.perf_counter() - t
         meta = json.loads((self.synth / "heldout_meta.json").read_text()) if (self.synth / "heldout_meta.json").is_file() else {}
         self.results["world"] = {"train_clips": len(json.loads((self.synth / "train.json").read_text())),

@@ -18,9 +18,11 @@ What it does per optimizer step (see docs/training.md):
    row raise :class:`TrainingDiverged`;
 5. logging (JSONL, TensorBoard, progress bar), periodic evaluation and checkpoints.
 
-Strategies: ``none`` (one process), ``ddp``, ``fsdp2`` (``fully_shard`` on ``task.fsdp_units(model)`` then the
-root; checkpoints gather full state dicts on rank 0 through ``torch.distributed.checkpoint.state_dict``),
-``deepspeed`` (optional; ZeRO 0-2, native DeepSpeed checkpoint folders).
+Strategies (:mod:`.strategies`, one class per backend): ``none`` (one process), ``ddp``, ``fsdp2``
+(``fully_shard`` on ``task.fsdp_units(model)`` then the root; checkpoints gather full state dicts on rank 0
+through ``torch.distributed.checkpoint.state_dict``), ``deepspeed`` (optional; ZeRO 0-2, native DeepSpeed
+checkpoint folders). The run state and its exact restore live in :mod:`.runstate`, the logs and plot in
+:mod:`.logs`.
 
 Exact resume: data order is a function of (seed, epoch), augmentation of (seed, epoch, index), the
 schedule of the step; checkpoints hold model, optimizer, RNG states of every rank, the data position
@@ -33,9 +35,7 @@ import contextlib
 import importlib.util
 import json
 import logging
-import math
 import os
-import random
 import resource
 import signal
 import sys
@@ -45,26 +45,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.utils.deterministic
 from torch import nn
 
-from internvideo2.errors import CheckpointError, ConfigError
+from internvideo2.errors import ConfigError
 from internvideo2.train import checkpoint as ckpt
 from internvideo2.train import distributed as D
-from internvideo2.train.config import BatchPlan, RunConfig, config_to_dict, dump_config, resolve_batch
+from internvideo2.train.config import BatchPlan, RunConfig, dump_config, resolve_batch
 from internvideo2.train.data import GlobalBatchSampler, worker_init_fn
+from internvideo2.train.logs import RunLog, plot_losses
 from internvideo2.train.optim import build_optimizer, build_param_groups, build_schedule, lr_scale_factor
+from internvideo2.train.runstate import restore, seed_all, trainer_state
+from internvideo2.train.strategies import Strategy, resolve_strategy
 from internvideo2.train.tasks import StepContext, Task, get_task
-from internvideo2.utils.io import atomic_write, fsync_dir, write_text
+from internvideo2.utils.io import write_text
 
 log = logging.getLogger("internvideo2.train.engine")
 
 __all__ = ["Trainer", "TrainingDiverged", "Callback", "train"]
-
-# config sections that may change between a run and its resumption without breaking exactness
-_RESUME_FREE = ("checkpoint", "log", "meta", "smoke", "output_dir", "train.num_workers", "dist.timeout_s")
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,10 +96,6 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return rss_kb / 1024 * (1 / 1024 if sys.platform == "darwin" else 1), "max_rss"
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 class Trainer:
     """Runs ``cfg`` (a validated RunConfig). ``task`` overrides the registry lookup (handy in tests)."""
 
@@ -125,21 +120,11 @@ class Trainer:
     def setup(self) -> None:
         """Everything before the loop; every config problem surfaces here as a ConfigError."""
         cfg = self.cfg
-        strategy = cfg.dist.strategy
         self.info = D.init_distributed(
-            cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s, require_group=strategy == "deepspeed"
+            cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s, require_group=cfg.dist.strategy == "deepspeed"
         )
         world, dev = self.info.world_size, self.info.device
-        if strategy == "auto":
-            strategy = "ddp" if world > 1 else "none"
-        if strategy == "none" and world > 1:
-            raise ConfigError("dist.strategy", f"'none' cannot run on {world} processes; use ddp or fsdp2")
-        if strategy in ("ddp", "fsdp2") and world == 1:
-            log.info("dist.strategy=%s on one process: running unwrapped", strategy)
-            strategy = "none"
-        if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError("dist.strategy", "deepspeed is not installed (pip install deepspeed)")
-        self.strategy = strategy
+        self.strategy = resolve_strategy(cfg.dist.strategy, world)
         precision = cfg.train.precision
         if precision == "auto":
             precision = "bf16" if dev.type == "cuda" else "fp32"
@@ -169,12 +154,13 @@ class Trainer:
                 "matplotlib is not installed (pip install 'internvideo2[train]' or set log.plot=false)",
             )
         self.plan: BatchPlan = resolve_batch(cfg.train, world)
+        self.backend = Strategy.create(self.strategy, cfg, self.info, self.plan, precision)
         if self.task is None:
             self.task = get_task(cfg.task.name, cfg.task.module)
         self.task.validate(cfg)
 
         # model and data: identical on every rank (FSDP2 does not broadcast)
-        self._seed_all(cfg.train.seed)
+        seed_all(cfg.train.seed)
         model = self.task.build_model(cfg)
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -217,7 +203,7 @@ class Trainer:
 
         model.to(dev)
         self.unwrapped = model
-        self.model = self._wrap(model)
+        self.model = self.backend.wrap_model(model, self.task)
         groups = build_param_groups(
             self.unwrapped.named_parameters(),
             cfg.optim.weight_decay,
@@ -233,10 +219,7 @@ class Trainer:
             )
         self.group_names = [g["group_name"] for g in groups]
         optimizer = build_optimizer(groups, self.schedule(0), cfg.optim.betas, cfg.optim.eps)
-        if self.strategy == "deepspeed":
-            self.model, self.optimizer = self._deepspeed_init(model, optimizer)
-        else:
-            self.optimizer = optimizer
+        self.model, self.optimizer = self.backend.wrap_optimizer(self.model, optimizer)
         self.out_dir = Path(cfg.output_dir)
         self.ckpt_dir = cfg.checkpoint_dir
         if self.info.is_main:
@@ -259,50 +242,6 @@ class Trainer:
             self.deterministic,
             self.lr_scale,
         )
-
-    def _seed_all(self, seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        if self.strategy == "ddp":
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            dev = self.info.device
-            return DDP(
-                model,
-                device_ids=[dev] if dev.type == "cuda" else None,
-                find_unused_parameters=self.cfg.dist.find_unused_parameters,
-            )
-        if self.strategy == "fsdp2":
-            from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import fully_shard
-
-            mesh = init_device_mesh(self.info.device.type, (self.info.world_size,))
-            for unit in self.task.fsdp_units(model):
-                fully_shard(unit, mesh=mesh)
-            fully_shard(model, mesh=mesh)
-            return model
-        return model
-
-    def _deepspeed_init(self, model: nn.Module, optimizer: torch.optim.Optimizer):
-        import deepspeed  # optional dependency, imported only for this strategy
-
-        cfg = self.cfg
-        ds_config = {
-            "train_batch_size": self.plan.global_batch_size,
-            "train_micro_batch_size_per_gpu": self.plan.batch_size,
-            "gradient_accumulation_steps": self.plan.grad_accum,
-            "gradient_clipping": cfg.optim.grad_clip,
-            "zero_optimization": {"stage": cfg.dist.zero_stage},
-            "bf16": {"enabled": self.precision == "bf16"},
-            "steps_per_print": 2**31 - 1,
-            "zero_allow_untested_optimizer": True,
-        }
-        engine, ds_opt, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
-        self.ds_engine = engine
-        return engine, ds_opt
 
     # ------------------------------------------------------------------------------------------------------
     # data
@@ -366,27 +305,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
 
-    def _sync_context(self, sync: bool):
-        if self.strategy == "ddp" and not sync:
-            return self.model.no_sync()
-        if self.strategy == "fsdp2":
-            self.model.set_requires_gradient_sync(sync)
-        return contextlib.nullcontext()
-
     def _set_lr(self, lr: float) -> None:
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-
-    def _grad_norm(self) -> torch.Tensor:
-        params = [p for p in self.unwrapped.parameters() if p.grad is not None]
-        clip = self.cfg.optim.grad_clip
-        if clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=None)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=None)
-        if hasattr(norm, "full_tensor"):  # DTensor under FSDP2
-            norm = norm.full_tensor()
-        return norm.detach().float()
 
     def _train_step(self, micro_batches: list[Any]) -> dict[str, Any]:
         cfg, a_total = self.cfg, self.plan.grad_accum
@@ -407,7 +328,7 @@ class Trainer:
                 unwrapped=self.unwrapped,
                 autocast_dtype=self.autocast_dtype,
             )
-            with self._sync_context(a == a_total - 1):
+            with self.backend.sync(self.model, a == a_total - 1):
                 with self._autocast():
                     out = self.task.training_step(self.model, batch, ctx)
                 if not isinstance(out, dict) or "loss" not in out:
@@ -415,29 +336,18 @@ class Trainer:
                 loss = out["loss"]
                 if not (torch.is_tensor(loss) and loss.ndim == 0):
                     raise TypeError(f"task {cfg.task.name!r}: 'loss' must be a scalar tensor")
-                if self.strategy == "deepspeed":
-                    self.model.backward(loss)  # DeepSpeed divides by grad_accum itself
-                else:
-                    (loss / a_total).backward()
+                self.backend.backward(self.model, loss, a_total)
             for k, v in out.items():
                 v = v.detach().float().reshape(())
                 terms[k] = terms[k] + v / a_total if k in terms else v / a_total
-            if self.strategy == "deepspeed" and a < a_total - 1:
-                self.model.step()  # not a boundary: DeepSpeed only counts the micro-step
-        if self.strategy == "fsdp2":
-            self.model.set_requires_gradient_sync(True)
+            self.backend.after_micro_step(self.model, a, a_total)
+        self.backend.end_accumulation(self.model)
         for cb in self.callbacks:
             cb.on_after_backward(self)
 
         keys = sorted(terms)
-        ds_stage = self.cfg.dist.zero_stage if self.strategy == "deepspeed" else None
-        if ds_stage is None:
-            grad_norm = self._grad_norm().cpu()
-        elif ds_stage == 0:  # gradients are already averaged in p.grad; DeepSpeed clips them itself
-            grads = [p.grad for p in self.unwrapped.parameters() if p.grad is not None]
-            grad_norm = torch.nn.utils.get_total_norm(grads).detach().float().cpu()
-        else:  # ZeRO-1/2 compute the norm inside their step
-            grad_norm = torch.tensor(0.0)
+        grad_norm = self.backend.grad_norm(self.unwrapped)
+        # one small all-reduce: the loss terms, a non-finite flag and a stop request, so every rank decides alike
         loss_bad = (~torch.isfinite(terms["loss"])).float()
         vec = torch.stack(
             [terms[k] for k in keys]
@@ -447,25 +357,8 @@ class Trainer:
         w = self.info.world_size
         means = {k: vec[i] / w for i, k in enumerate(keys)}
         any_loss_bad, stop = vec[len(keys)] > 0, vec[len(keys) + 1] > 0
-        gnorm = float(grad_norm)
-        nonfinite = any_loss_bad or not _finite(gnorm)
-
-        if self.strategy == "deepspeed":
-            if ds_stage == 0 and nonfinite:
-                # ZeRO-0 in fp32 has no overflow check: neutralise the gradient (AdamW moments still decay)
-                for p in self.unwrapped.parameters():
-                    if p.grad is not None:
-                        p.grad.zero_()
-            self.model.step()  # ZeRO-1/2 skip the update themselves when gradients hold inf/nan
-            if ds_stage > 0:
-                gn = self.model.get_global_grad_norm()
-                gnorm = float("nan") if gn is None else float(gn)
-                nonfinite = any_loss_bad or not _finite(gnorm)
-        elif nonfinite:
-            self.optimizer.zero_grad(set_to_none=True)
-        else:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        gnorm, nonfinite = self.backend.step(self.model, self.optimizer, self.unwrapped, float(grad_norm),
+                                             any_loss_bad)
         if nonfinite:
             self.skipped_total += 1
             self.consecutive_nonfinite += 1
@@ -505,14 +398,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------
     # checkpoints
     # ------------------------------------------------------------------------------------------------------
-    def _state_dicts(self) -> tuple[dict, dict]:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        if self.strategy == "fsdp2":
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return get_state_dict(self.unwrapped, self.optimizer, options=opts)
-        return get_state_dict(self.unwrapped, self.optimizer)
-
     def export_model(self) -> str:
         """Write the trained model in the package format (``<output_dir>/model``: ``config.json`` +
         ``model.safetensors``), loadable with ``internvideo2.load_model``. Needs a package model (with
@@ -520,244 +405,34 @@ class Trainer:
         net = self.unwrapped
         if getattr(net, "model_type", None) is None or getattr(net, "config", None) is None:
             return ""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
         from internvideo2.checkpoint.pretrained import save_pretrained
 
         out = self.out_dir / "model"
-        if self.strategy in ("fsdp2", "deepspeed"):
-            sd = get_model_state_dict(net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            if self.info.is_main:
+        sd = self.backend.full_model_state_dict(net)
+        if self.info.is_main:
+            if sd is not None:  # sharded: rebuild a whole copy from the gathered state dict
                 copy = type(net)(net.config)
                 copy.load_state_dict(sd)
-                save_pretrained(copy, out)
-        elif self.info.is_main:
+                net = copy
             save_pretrained(net, out)
         D.barrier()
         log.info("exported the trained model to %s", out)
         return str(out)
 
-    def _load_state_dicts(self, model_sd: dict, optim_sd: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        opts = StateDictOptions(full_state_dict=self.strategy == "fsdp2", strict=True)
-        try:
-            set_model_state_dict(self.unwrapped, model_sd, options=opts)
-            set_optimizer_state_dict(self.unwrapped, self.optimizer, optim_sd, options=opts)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint does not match the model/optimizer: {exc}") from None
-
-    def _trainer_state(self) -> dict:
-        return {
-            "format": ckpt.FORMAT,
-            "step": self.step,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "guards": {
-                "consecutive_nonfinite": self.consecutive_nonfinite,
-                "skipped_total": self.skipped_total,
-            },
-            "counters": {"samples_seen": self.samples_seen, "window": dict(self._window)},
-            "schedule": {"step": self.step, "total_steps": self.total_steps},
-            "scaler": None,
-            "world_size": self.info.world_size,
-            "strategy": self.strategy,
-            "config": config_to_dict(self.cfg),
-        }
-
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current state (a collective: every rank must call it)."""
         rngs = D.all_gather_object(ckpt.rng_state())
-        state = self._trainer_state()
+        state = trainer_state(self)
         state["rng"] = rngs
-        if self.strategy == "deepspeed":
-            return self._save_deepspeed(state)
-        model_sd, optim_sd = self._state_dicts()
-        path = None
-        if self.info.is_main:
-            state.update(model=model_sd, optimizer=optim_sd)
-            path = ckpt.save_checkpoint_file(state, self.ckpt_dir, self.step, self.cfg.checkpoint.keep_last_n)
-            log.info("checkpoint: %s", path)
-        D.barrier()
-        return path
-
-    def _save_deepspeed(self, state: dict) -> Path:
-        name = ckpt.checkpoint_name(self.step, folder=True)
-        # one name on every rank (each writes its shards into the same folder); a hidden ``.tmp`` name, so
-        # retention removes what a killed save leaves
-        tmp_tag = f".{name}.tmp"
-        if self.info.is_main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        D.barrier()
-        self.ds_engine.save_checkpoint(
-            str(self.ckpt_dir), tag=tmp_tag, client_state={"trainer": state}, save_latest=False
-        )
-        D.barrier()
-        final = self.ckpt_dir / name
-        if self.info.is_main:
-            os.replace(self.ckpt_dir / tmp_tag, final)
-            fsync_dir(self.ckpt_dir)
-            ckpt.update_latest(self.ckpt_dir, name)
-            ckpt.apply_retention(self.ckpt_dir, self.cfg.checkpoint.keep_last_n)
-        D.barrier()
-        return final
+        return self.backend.save(state, self.unwrapped, self.optimizer, self.ckpt_dir, self.step)
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything from ``path`` (every rank reads it; the folder must be shared)."""
-        if self.strategy == "deepspeed":
-            if not path.is_dir():
-                raise CheckpointError(f"{path}: a DeepSpeed run resumes from a DeepSpeed checkpoint folder")
-            _, client = self.ds_engine.load_checkpoint(str(path.parent), tag=path.name)
-            if client is None or "trainer" not in client:
-                raise CheckpointError(f"{path}: not written by this engine (no trainer state)")
-            state = client["trainer"]
-        else:
-            if path.is_dir():
-                raise CheckpointError(
-                    f"{path}: a DeepSpeed checkpoint folder; resume it with dist.strategy=deepspeed"
-                )
-            state = ckpt.load_checkpoint_file(path)
-            self._load_state_dicts(state["model"], state["optimizer"])
-        self.step, self.epoch, self.step_in_epoch = (
-            int(state["step"]),
-            int(state["epoch"]),
-            int(state["step_in_epoch"]),
-        )
-        self.consecutive_nonfinite = int(state["guards"]["consecutive_nonfinite"])
-        self.skipped_total = int(state["guards"]["skipped_total"])
-        self.samples_seen = int(state["counters"]["samples_seen"])
-        self._window = defaultdict(float, state["counters"].get("window", {}))
-        if self.step_in_epoch >= self.steps_per_epoch:  # checkpoint at an epoch's last step
-            self.epoch, self.step_in_epoch = self.epoch + self.step_in_epoch // self.steps_per_epoch, 0
-        self._warn_config_changes(state.get("config", {}))
-        rngs = state["rng"]
-        if int(state["world_size"]) == self.info.world_size:
-            ckpt.set_rng_state(rngs[self.info.rank])
-        else:
-            log.warning(
-                "resuming on %d ranks a run saved on %d: data order and lr are exact, RNG streams "
-                "(dropout, masking) are re-seeded",
-                self.info.world_size,
-                state["world_size"],
-            )
-            self._seed_all(self.cfg.train.seed + 7 * self.info.rank + 1000 * self.step)
+        state = self.backend.load(path, self.unwrapped, self.optimizer)
+        restore(self, state)
         if self.info.is_main:
-            log.info(
-                "resumed from %s at step %d (epoch %d, step %d of the epoch)",
-                path,
-                self.step,
-                self.epoch,
-                self.step_in_epoch,
-            )
-
-    def _warn_config_changes(self, saved: dict) -> None:
-        if not self.info.is_main or not saved:
-            return
-        now = config_to_dict(self.cfg)
-
-        def flat(d: dict, prefix: str = "") -> dict:
-            out = {}
-            for k, v in d.items():
-                key = f"{prefix}{k}"
-                if (
-                    isinstance(v, dict)
-                    and v
-                    and key not in ("task.options", "model.overrides", "data.options")
-                ):
-                    out.update(flat(v, key + "."))
-                else:
-                    out[key] = v
-            return out
-
-        a, b = flat(saved), flat(now)
-        changed = [
-            k
-            for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not any(k == p or k.startswith(p + ".") for p in _RESUME_FREE)
-        ]
-        if changed:
-            log.warning(
-                "resuming with a different config for %s: the run will not reproduce the original",
-                ", ".join(changed),
-            )
-
-    # ------------------------------------------------------------------------------------------------------
-    # logging
-    # ------------------------------------------------------------------------------------------------------
-    def _open_logs(self, resumed: bool) -> None:
-        self._jsonl = None
-        self._tb = None
-        if not self.info.is_main:
-            return
-        metrics = self.out_dir / "metrics.jsonl"
-        if self.cfg.log.jsonl:
-            keep: list[str] = []
-            if metrics.is_file():
-                for line in metrics.read_text().splitlines():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:  # a torn last line from a killed run
-                        continue
-                    if resumed and rec.get("step", 0) <= self.step:
-                        keep.append(line)
-            # drop lines written after the checkpoint by the run that was interrupted
-            write_text(metrics, "".join(x + "\n" for x in keep))
-            self._jsonl = open(metrics, "a", buffering=1)
-        if self.cfg.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # lazy: training extra
-
-            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if resumed else None)
-
-    def _log(self, rec: dict[str, Any]) -> None:
-        if self._jsonl is not None:
-            self._jsonl.write(json.dumps(rec) + "\n")
-        if self._tb is not None:
-            for k, v in rec.items():
-                if k in ("step", "epoch") or not isinstance(v, (int, float)) or isinstance(v, bool):
-                    continue
-                tag = k if "/" in k else f"train/{k}"
-                self._tb.add_scalar(tag, v, rec["step"])
-
-    def _close_logs(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
-
-    def _plot(self) -> Path | None:
-        metrics = self.out_dir / "metrics.jsonl"
-        if not metrics.is_file():
-            return None
-        recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        recs = [r for r in recs if "loss" in r]
-        if not recs:
-            return None
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: training extra
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(8, 6))
-        FigureCanvasAgg(fig)
-        ax, ax_lr = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
-        steps = [r["step"] for r in recs]
-        for key in sorted({k for r in recs for k in r if k.startswith("loss")}):
-            ax.plot(steps, [r.get(key, float("nan")) for r in recs], label=key)
-        ax.set_ylabel("loss")
-        ax.set_title(f"{self.cfg.task.name}: training losses")
-        ax.legend(loc="upper right", fontsize="small")
-        ax.grid(alpha=0.3)
-        ax_lr.plot(steps, [r["lr"] for r in recs], color="tab:gray")
-        ax_lr.set_xlabel("step")
-        ax_lr.set_ylabel("lr")
-        ax_lr.grid(alpha=0.3)
-        fig.tight_layout()
-        out = self.out_dir / "loss.png"
-        atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))
-        return out
+            log.info("resumed from %s at step %d (epoch %d, step %d of the epoch)", path, self.step, self.epoch,
+                     self.step_in_epoch)
 
     # ------------------------------------------------------------------------------------------------------
     # evaluation
@@ -787,7 +462,7 @@ class Trainer:
         res = {f"eval/{k}": float(v) for k, v in res.items()}
         if res:
             self.last_eval = res
-            self._log({"step": self.step, "epoch": self.epoch, **res})
+            self.runlog.write({"step": self.step, "epoch": self.epoch, **res})
             if self.info.is_main:
                 log.info("eval at step %d: %s", self.step, res)
         return res
@@ -827,8 +502,9 @@ class Trainer:
             if resume == "auto" and self.info.is_main:
                 log.info("checkpoint.resume=auto: no checkpoint in %s, starting fresh", self.ckpt_dir)
             # per-rank streams for dropout etc.; rank 0 keeps the plain seed
-            self._seed_all(cfg.train.seed + self.info.rank)
-        self._open_logs(resumed=path is not None)
+            seed_all(cfg.train.seed + self.info.rank)
+        self.runlog = RunLog(self.out_dir, cfg.log.jsonl, cfg.log.tensorboard, enabled=self.info.is_main)
+        self.runlog.open(self.step, resumed=path is not None)
         self.model.train(True)  # explicit: a model's own train() may pin frozen parts in eval mode
         start_step, t_start = self.step, time.perf_counter()
         try:  # SIGTERM (preemption, torchrun shutdown): checkpoint at the next step boundary, then exit
@@ -886,7 +562,7 @@ class Trainer:
                     t_window = now
                     self.history.append(out)
                     if self.info.is_main:
-                        self._log(out)
+                        self.runlog.write(out)
                         if bar is not None:
                             bar.set_postfix(
                                 loss=f"{out.get('loss', float('nan')):.4g}", lr=f"{rec['lr']:.3g}"
@@ -919,7 +595,7 @@ class Trainer:
             batches.close()
             if bar is not None:
                 bar.close()
-            self._close_logs()
+            self.runlog.close()
             if old_handler is not None:
                 signal.signal(signal.SIGTERM, old_handler)
         wall = time.perf_counter() - t_start
@@ -960,7 +636,7 @@ class Trainer:
         if self.info.is_main:
             write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
             if self.cfg.log.plot:
-                png = self._plot()
+                png = plot_losses(self.out_dir, self.cfg.task.name)
                 summary["plot"] = str(png) if png else ""
             log.info("summary: %s", json.dumps(summary))
         return summary

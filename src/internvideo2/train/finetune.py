@@ -19,7 +19,8 @@ Data (``data.options``): ``corpus: synth`` (``<split>_cls.csv`` of the synthetic
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,66 +29,83 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .common import (
+    DataOptions,
     build_transform,
-    data_options,
     load_vision_weights,
+    no_other_overrides,
+    resolve_vision,
     step_generator,
     synth_corpus,
     to_model_layout,
-    vision_from_model_cfg,
 )
 from .tasks import StepContext, Task, register_task
 
 log = logging.getLogger("internvideo2.train.finetune")
 
-OPTIONS: dict[str, Any] = {
-    "num_classes": None, "mode": "full", "head": "linear", "label_smoothing": 0.1, "mixup": 0.8, "cutmix": 1.0,
-    "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "init_scale": 0.001, "fc_drop_rate": 0.0,
-    "test_num_clips": 1, "test_num_crops": 1, "eval_num": None,
-    # official --finetune_extra: a second checkpoint (e.g. stage 2) whose vision weights are loaded over
-    # model.pretrained's
-    "pretrained_extra": None,
-    # official K710 -> K400 transfer: initialise the head from the first num_classes rows of the
-    # checkpoint's 710-class head (P39: K710's label order starts with the K400 classes)
-    "k710_head_transfer": False,
-}
-DATA_OPTIONS: dict[str, Any] = {
-    "corpus": "synth", "annotation": None, "video_root": None, "eval_split": "heldout", "eval_annotation": None,
-    "num_frames": 8, "sample_type": "rand", "image_res": 224, "cache": True, "augment": "official",
-    "synthetic": False,
-}
+
+@dataclass
+class FinetuneOptions:
+    """``task.options`` of ``finetune`` (the official defaults, which no official script overrides, P37).
+
+    Attributes:
+        num_classes: head outputs (required for an annotation corpus; the synthetic world has 14).
+        mode: ``full`` | ``linear`` (only fc_norm + head train) | ``attentive`` (also the attention pool).
+        head: ``linear`` | ``ap``; init_scale / fc_drop_rate: the head's init scale and dropout.
+        label_smoothing / mixup / cutmix / mixup_prob / mixup_switch_prob: :func:`mix_batch`.
+        test_num_clips / test_num_crops / eval_num: the multi-view test during training.
+        pretrained_extra: official ``--finetune_extra``: a second checkpoint (e.g. stage 2) whose vision weights
+            are loaded over ``model.pretrained``'s.
+        k710_head_transfer: initialise the head from the first ``num_classes`` rows of the checkpoint's 710-class
+            head (P39: K710's label order starts with the K400 classes).
+    """
+
+    num_classes: int | None = None
+    mode: Literal["full", "linear", "attentive"] = "full"
+    head: str = "linear"
+    label_smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    init_scale: float = 0.001
+    fc_drop_rate: float = 0.0
+    test_num_clips: int = 1
+    test_num_crops: int = 1
+    eval_num: int | None = None
+    pretrained_extra: str | None = None
+    k710_head_transfer: bool = False
+
+    def __post_init__(self):
+        for k in ("label_smoothing", "mixup_prob", "mixup_switch_prob"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ConfigError(k, "must be in [0, 1]")
 
 
-def _options(cfg) -> dict[str, Any]:
-    unknown = sorted(set(cfg.task.options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"task.options.{unknown[0]}", f"unknown option; known: {', '.join(sorted(OPTIONS))}")
-    o = {**OPTIONS, **cfg.task.options}
-    if o["mode"] not in ("full", "linear", "attentive"):
-        raise ConfigError("task.options.mode", "must be 'full', 'linear' or 'attentive'")
-    for k in ("label_smoothing", "mixup_prob", "mixup_switch_prob"):
-        if not 0.0 <= float(o[k]) <= 1.0:
-            raise ConfigError(f"task.options.{k}", "must be in [0, 1]")
-    return o
+@dataclass
+class FinetuneDataOptions(DataOptions):
+    """``data.options`` of ``finetune``: ``corpus: synth`` (``<split>_cls.csv`` of the synthetic world) or a
+    classification list in ``annotation`` (+ ``eval_annotation``)."""
+
+    def resolved(self, output_dir):
+        d = super().resolved(output_dir)
+        d.check_annotation()
+        return d
 
 
-def _data_options(cfg) -> dict[str, Any]:
-    return data_options(cfg, DATA_OPTIONS)
-
-
-def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: dict, gen: np.random.Generator) -> tuple[Tensor, Tensor]:
+def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: FinetuneOptions, gen: np.random.Generator
+              ) -> tuple[Tensor, Tensor]:
     """Mixup / CutMix on a video batch ``[B, 3, T, H, W]`` with label smoothing; returns soft targets
     ``[B, K]``. One lambda per batch, pairs ``i`` with ``B-1-i``; the CutMix box is shared over time and
     lambda is corrected to the box's true area."""
-    off = float(o["label_smoothing"]) / num_classes
-    onehot = F.one_hot(y, num_classes).float() * (1.0 - float(o["label_smoothing"])) + off
-    use_mix = (o["mixup"] > 0 or o["cutmix"] > 0) and gen.random() < float(o["mixup_prob"])
+    off = float(o.label_smoothing) / num_classes
+    onehot = F.one_hot(y, num_classes).float() * (1.0 - float(o.label_smoothing)) + off
+    use_mix = (o.mixup > 0 or o.cutmix > 0) and gen.random() < float(o.mixup_prob)
     if not use_mix or x.shape[0] < 2:
         return x, onehot
-    cut = o["cutmix"] > 0 and (o["mixup"] <= 0 or gen.random() < float(o["mixup_switch_prob"]))
+    cut = o.cutmix > 0 and (o.mixup <= 0 or gen.random() < float(o.mixup_switch_prob))
     flipped = x.flip(0)
     if cut:
-        lam = float(gen.beta(o["cutmix"], o["cutmix"]))
+        lam = float(gen.beta(o.cutmix, o.cutmix))
         H, W = x.shape[-2:]
         r = np.sqrt(1.0 - lam)
         ch, cw = int(H * r), int(W * r)
@@ -98,7 +116,7 @@ def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: dict, gen: np.random.Ge
         x[..., y0:y1, x0:x1] = flipped[..., y0:y1, x0:x1]
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(H * W)
     else:
-        lam = float(gen.beta(o["mixup"], o["mixup"]))
+        lam = float(gen.beta(o.mixup, o.mixup))
         x = x * lam + flipped * (1.0 - lam)
     return x, onehot * lam + onehot.flip(0) * (1.0 - lam)
 
@@ -107,15 +125,26 @@ def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: dict, gen: np.random.Ge
 class FinetuneTask(Task):
     """Fine-tuning / probing of an action classifier."""
 
+    options_class = FinetuneOptions
+    data_options_class = FinetuneDataOptions
+
+    def resolve(self, cfg):
+        """``(options, data options, vision config, input size)``."""
+        o, d = self.options(cfg), self.data_options(cfg)
+        vis, rest, inp = resolve_vision(cfg, d)
+        no_other_overrides(rest)
+        return o, d, vis, inp
+
     def validate(self, cfg) -> None:
-        _options(cfg)
-        _data_options(cfg)
+        o, _, _, _ = self.resolve(cfg)
+        if o.k710_head_transfer and not cfg.model.pretrained:
+            raise ConfigError("task.options.k710_head_transfer", "needs model.pretrained (a K710 classifier)")
 
     def _num_classes(self, cfg) -> int:
-        o, d = _options(cfg), _data_options(cfg)
-        if o["num_classes"]:
-            return int(o["num_classes"])
-        if d["corpus"] == "synth":
+        o, d = self.options(cfg), self.data_options(cfg)
+        if o.num_classes:
+            return o.num_classes
+        if d.corpus == "synth":
             from ..data.synth import classes_table
 
             return len(classes_table())
@@ -125,23 +154,18 @@ class FinetuneTask(Task):
         from ..models.config import ClassifierConfig
         from ..models.variants import InternVideo2Classifier
 
-        o, d = _options(cfg), _data_options(cfg)
-        vis, rest = vision_from_model_cfg(cfg)
-        if rest:
-            raise ConfigError(f"model.overrides.{sorted(rest)[0]}", "not a VisionConfig field")
-        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
-        model = InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=self._num_classes(cfg), head=o["head"],
-                                                        fc_drop_rate=float(o["fc_drop_rate"]),
-                                                        init_scale=float(o["init_scale"])))
-        if o["k710_head_transfer"] and not cfg.model.pretrained:
+        o, _, vis, _ = self.resolve(cfg)
+        model = InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=self._num_classes(cfg), head=o.head,
+                                                        fc_drop_rate=o.fc_drop_rate, init_scale=o.init_scale))
+        if o.k710_head_transfer and not cfg.model.pretrained:
             raise ConfigError("task.options.k710_head_transfer", "needs model.pretrained (a K710 classifier)")
         if cfg.model.pretrained:
-            rows = model.config.num_classes if o["k710_head_transfer"] else None
+            rows = model.config.num_classes if o.k710_head_transfer else None
             self.init_report = load_vision_weights(model, cfg.model.pretrained, head_rows=rows)
-        if o["pretrained_extra"]:
-            self.extra_report = load_vision_weights(model, o["pretrained_extra"], "task.options.pretrained_extra")
-        if o["mode"] != "full":
-            trainable = ("fc_norm", "head", "extra_mlp") + (("clip_projector",) if o["mode"] == "attentive" else ())
+        if o.pretrained_extra:
+            self.extra_report = load_vision_weights(model, o.pretrained_extra, "task.options.pretrained_extra")
+        if o.mode != "full":
+            trainable = ("fc_norm", "head", "extra_mlp") + (("clip_projector",) if o.mode == "attentive" else ())
             for name, p in model.named_parameters():
                 p.requires_grad_(name.split(".")[0] in trainable)
         return model
@@ -149,19 +173,19 @@ class FinetuneTask(Task):
     def _dataset(self, cfg, train: bool):
         from ..data.datasets import VideoClassificationDataset
 
-        d = _data_options(cfg)
-        if d["corpus"] == "synth":
+        _, d, _, inp = self.resolve(cfg)
+        if d.corpus == "synth":
             root = synth_corpus(d)
-            split = "train" if train else d["eval_split"]
+            split = "train" if train else d.eval_split
             ann, video_root = root / f"{split}_cls.csv", root
         else:
-            ann = d["annotation"] if train else d.get("eval_annotation")
-            video_root = d.get("video_root")
+            ann = d.annotation if train else d.eval_annotation
+            video_root = d.video_root
             if ann is None:
                 return None
-        return VideoClassificationDataset(ann, video_root, num_frames=int(d["num_frames"]), sample=d["sample_type"],
-                                          transform=build_transform(d, int(d["image_res"]), True), seed=cfg.train.seed,
-                                          cache=bool(d["cache"]))
+        return VideoClassificationDataset(ann, video_root, num_frames=inp.data_frames, sample=d.sample_type,
+                                          transform=build_transform(d, inp.img_size, True), seed=cfg.train.seed,
+                                          cache=bool(d.cache))
 
     def build_train_dataset(self, cfg):
         return self._dataset(cfg, train=True)
@@ -172,7 +196,7 @@ class FinetuneTask(Task):
         return collate_skip_bad(samples)
 
     def training_step(self, model, batch, ctx: StepContext) -> dict[str, Tensor]:
-        o = _options(ctx.cfg)
+        o = self.options(ctx.cfg)
         x = to_model_layout(batch["video"])
         y = batch["label"].long()
         seed = int(step_generator(ctx.cfg.train.seed, ctx.step, ctx.rank, ctx.micro_step, "mix").initial_seed())
@@ -185,21 +209,20 @@ class FinetuneTask(Task):
     def evaluate(self, model, ctx: StepContext) -> dict[str, float] | None:
         from ..eval.classification import evaluate_multiview
 
-        o = _options(ctx.cfg)
+        o, _, _, inp = self.resolve(ctx.cfg)
         if getattr(self, "_eval", None) is None:
             ds = self._dataset(ctx.cfg, train=False)
             if ds is None:
                 self._eval = False
                 return None
-            n = len(ds) if not o["eval_num"] else min(int(o["eval_num"]), len(ds))
+            n = len(ds) if not o.eval_num else min(o.eval_num, len(ds))
             videos = [ds.whole_video(i) for i in range(n)]
             self._eval = (videos, [ds.records[i].label for i in range(n)])
         if self._eval is False:
             return None
         videos, labels = self._eval
-        d = _data_options(ctx.cfg)
-        res = evaluate_multiview(ctx.unwrapped, videos, labels, int(d["num_frames"]), int(o["test_num_clips"]),
-                                 int(o["test_num_crops"]), int(d["image_res"]))
+        res = evaluate_multiview(ctx.unwrapped, videos, labels, inp.data_frames, o.test_num_clips, o.test_num_crops,
+                                 inp.img_size)
         log.info("multi-view test, %s, %d videos: top-1 %.2f, top-5 %.2f, mean class accuracy %.2f", res["views"],
                  res["num_videos"], res["top1"], res["top5"], res["mean_class_accuracy"])
         return {"top1": res["top1"], "top5": res["top5"], "mean_class_accuracy": res["mean_class_accuracy"]}

@@ -21,7 +21,8 @@ saved by :func:`~internvideo2.save_pretrained` (a trained ``image_text_teacher``
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,41 +30,86 @@ from torch import nn
 from ..errors import ConfigError
 from ..objectives.losses import distill_loss, stage1_loss, visible_targets
 from ..objectives.masking import attention_mask, random_mask, tube_mask
-from .common import pretrain_config, step_generator, to_model_layout, vision_from_model_cfg
+from .common import pretrain_config, resolve_vision, step_generator, to_model_layout
 from .tasks import StepContext, Task, register_task
-from .teachers import _data_options, _video_dataset
+from .teachers import TeacherDataOptions, video_dataset
 
-STAGE1_OPTIONS: dict[str, Any] = {
-    "random_teachers": False,  # smoke runs only: tiny RANDOM teachers instead of trained ones
-    "clip_teacher": None, "mae_teacher": None, "mask_type": "attention", "mask_ratio": 0.8,
-    "clip_loss_ratio": [1.0, 1.0], "mae_loss_ratio": 1.0, "sample_visible": True,
-    # teacher layers returned as targets (official clip_return_layer / clip_teacher_return_interval,
-    # mae_return_layer / mae_return_interval); None keeps the teacher folder's own setting
-    "clip_return_layer": None, "clip_teacher_return_interval": None,
-    "mae_return_layer": None, "mae_teacher_return_interval": None,
-    # keep each clip's (frozen) teacher outputs after first use: exact when the student's input of a clip
-    # never changes, i.e. deterministic frame sampling and no random augmentation (checked in validate)
-    "cache_teacher_outputs": False,
-}
 log = logging.getLogger("internvideo2.train.stage1")
 
-DISTILL_OPTIONS: dict[str, Any] = {
-    "random_teachers": False,  # smoke runs only: a tiny RANDOM teacher instead of a trained one
-    "teacher": None, "teacher_return_layer": 6, "teacher_return_interval": 3.34, "mask_type": "attention",
-    "mask_ratio": 0.8, "clip_loss_ratio": [1.0, 1.0], "sample_visible": True,
-}
+
+@dataclass
+class _MaskOptions:
+    mask_type: Literal["attention", "tube", "random"] = "attention"
+    mask_ratio: float = 0.8
+    clip_loss_ratio: tuple[float, float] = (1.0, 1.0)
+    sample_visible: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ConfigError("mask_ratio", "must be in [0, 1)")
 
 
-def _options(cfg, known) -> dict[str, Any]:
-    unknown = sorted(set(cfg.task.options) - set(known))
-    if unknown:
-        raise ConfigError(f"task.options.{unknown[0]}", f"unknown option; known: {', '.join(sorted(known))}")
-    o = {**known, **cfg.task.options}
-    if o["mask_type"] not in ("attention", "tube", "random"):
-        raise ConfigError("task.options.mask_type", "must be 'attention', 'tube' or 'random'")
-    if not 0.0 <= float(o["mask_ratio"]) < 1.0:
-        raise ConfigError("task.options.mask_ratio", "must be in [0, 1)")
-    return o
+@dataclass
+class Stage1Options(_MaskOptions):
+    """``task.options`` of ``stage1``.
+
+    Attributes:
+        clip_teacher / mae_teacher: folders of the trained teachers (``image_text_teacher`` /
+            ``videomae_teacher``; any saved model whose backbone is a TeacherModel of that kind).
+        random_teachers: smoke runs only: tiny RANDOM teachers instead of trained ones.
+        mask_type / mask_ratio / sample_visible: ``attention`` (the official mode: the CLIP teacher's pooling
+            attention per frame; multinomial sampling of the visible tokens unless ``sample_visible`` is
+            false), ``tube`` or ``random``; ratio 0.8.
+        clip_loss_ratio / mae_loss_ratio: weights of the middle-layer and final CLIP terms and of the MAE term.
+        clip_return_layer / clip_teacher_return_interval / mae_return_layer / mae_teacher_return_interval:
+            teacher layers returned as targets (official names); None keeps the teacher folder's own setting.
+        cache_teacher_outputs: keep each clip's (frozen) teacher outputs after first use; exact only when a
+            clip's input never changes (``data.options.sample_type: middle`` and ``augment: none``, checked).
+    """
+
+    clip_teacher: str | None = None
+    mae_teacher: str | None = None
+    random_teachers: bool = False
+    mae_loss_ratio: float = 1.0
+    clip_return_layer: int | None = None
+    clip_teacher_return_interval: float | None = None
+    mae_return_layer: int | None = None
+    mae_teacher_return_interval: float | None = None
+    cache_teacher_outputs: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("clip_teacher", "mae_teacher"):
+            if not getattr(self, key) and not self.random_teachers:
+                raise ConfigError(key, "a teacher checkpoint folder is required")
+        for key in ("clip_return_layer", "mae_return_layer"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(key, "must be a positive integer or null")
+        for key in ("clip_teacher_return_interval", "mae_teacher_return_interval"):
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
+                raise ConfigError(key, "must be > 0 or null")
+
+
+@dataclass
+class DistillOptions(_MaskOptions):
+    """``task.options`` of ``distill`` (spec §5.5).
+
+    Attributes:
+        teacher: folder of the InternVideo2 encoder to distil (any saved model with an attention pool).
+        random_teachers: smoke runs only: a tiny RANDOM teacher instead of a trained one.
+        teacher_return_layer / teacher_return_interval: the teacher layers used as targets (official 6, 3.34).
+        mask_type / mask_ratio / clip_loss_ratio / sample_visible: as stage 1 (attention over the whole clip).
+    """
+
+    teacher: str | None = None
+    random_teachers: bool = False
+    teacher_return_layer: int = 6
+    teacher_return_interval: float = 3.34
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.teacher and not self.random_teachers:
+            raise ConfigError("teacher", "a teacher checkpoint folder is required")
 
 
 def load_teacher(path: str, field: str, kind: str | None = None, return_layer: int | None = None,
@@ -148,42 +194,38 @@ def _random_teachers(frames: int, size: int):
 
 @register_task("stage1")
 class Stage1Task(Task):
-    """Stage 1 with a CLIP teacher and a MAE teacher."""
+    """Stage 1 with a CLIP teacher and a MAE teacher. The MAE teacher (tubelet 2) sees all
+    ``data.options.num_frames`` frames, the student and the CLIP teacher every other one."""
+
+    options_class = Stage1Options
+    data_options_class = TeacherDataOptions
+
+    def resolve(self, cfg):
+        """``(options, data options, student vision config, other overrides, input size)``."""
+        o, d = self.options(cfg), self.data_options(cfg)
+        vis, over, inp = resolve_vision(cfg, d, frames_per_model_frame=2)
+        return o, d, vis, over, inp
 
     def validate(self, cfg) -> None:
-        o = _options(cfg, STAGE1_OPTIONS)
-        for key in ("clip_teacher", "mae_teacher"):
-            if not o[key] and not o["random_teachers"]:
-                raise ConfigError(f"task.options.{key}", "a teacher checkpoint folder is required")
-        for key in ("clip_return_layer", "mae_return_layer"):
-            if o[key] is not None and (not isinstance(o[key], int) or o[key] < 1):
-                raise ConfigError(f"task.options.{key}", "must be a positive integer or null")
-        for key in ("clip_teacher_return_interval", "mae_teacher_return_interval"):
-            if o[key] is not None and not float(o[key]) > 0:
-                raise ConfigError(f"task.options.{key}", "must be > 0 or null")
-        d = _data_options(cfg)
-        if o["cache_teacher_outputs"] and (d["sample_type"] != "middle" or d["augment"] != "none"):
+        o, d, _, _, _ = self.resolve(cfg)
+        if o.cache_teacher_outputs and (d.sample_type != "middle" or d.augment != "none"):
             raise ConfigError("task.options.cache_teacher_outputs", "needs deterministic inputs: data.options."
                                                                     "sample_type: middle and augment: none")
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.variants import InternVideo2Pretrain
 
-        o = _options(cfg, STAGE1_OPTIONS)
-        d = _data_options(cfg)
-        if o["random_teachers"]:
-            self.clip_teacher, self.mae_teacher = _random_teachers(int(d["num_frames"]), int(d["image_res"]))
+        o, d, vis, over, inp = self.resolve(cfg)
+        if o.random_teachers:
+            self.clip_teacher, self.mae_teacher = _random_teachers(inp.data_frames, inp.img_size)
         else:
-            self.clip_teacher = load_teacher(o["clip_teacher"], "task.options.clip_teacher", "internvl_clip")
-            self.mae_teacher = load_teacher(o["mae_teacher"], "task.options.mae_teacher", "videomae")
-        _set_return_layers(self.clip_teacher, o["clip_return_layer"], o["clip_teacher_return_interval"],
+            self.clip_teacher = load_teacher(o.clip_teacher, "task.options.clip_teacher", "internvl_clip")
+            self.mae_teacher = load_teacher(o.mae_teacher, "task.options.mae_teacher", "videomae")
+        _set_return_layers(self.clip_teacher, o.clip_return_layer, o.clip_teacher_return_interval,
                            "task.options.clip_return_layer")
-        _set_return_layers(self.mae_teacher, o["mae_return_layer"], o["mae_teacher_return_interval"],
+        _set_return_layers(self.mae_teacher, o.mae_return_layer, o.mae_teacher_return_interval,
                            "task.options.mae_return_layer")
         ct, mt = self.clip_teacher.config, self.mae_teacher.config
-        vis, over = vision_from_model_cfg(cfg)
-        frames = int(d["num_frames"]) // 2  # the student and the CLIP teacher see every other frame
-        vis = vis.replace(num_frames=frames, img_size=int(d["image_res"]))
         if mt.vision.grid != vis.grid:
             raise ConfigError("data.options.num_frames", f"the MAE teacher's token grid {mt.vision.grid} must equal "
                                                          f"the student's {vis.grid} (teacher tubelet 2 on 2T frames)")
@@ -195,8 +237,8 @@ class Stage1Task(Task):
         return InternVideo2Pretrain(pcfg)
 
     def build_train_dataset(self, cfg):
-        return _video_dataset(cfg)
-
+        _, d, _, _, inp = self.resolve(cfg)
+        return video_dataset(cfg, d, inp)
     def collate(self, samples):
         from ..data.datasets import collate_skip_bad
 
@@ -222,55 +264,56 @@ class Stage1Task(Task):
         return ct, mt
 
     def training_step(self, model, batch, ctx: StepContext):
-        o = _options(ctx.cfg, STAGE1_OPTIONS)
+        o = self.options(ctx.cfg)
         for t in (self.clip_teacher, self.mae_teacher):
             t.to(ctx.device)
         full = to_model_layout(batch["video"])  # [B, 3, 2T, H, W]
         video = full[:, :, ::2]
         B = video.shape[0]
         with torch.no_grad():
-            ct, mt = self._teacher_outputs(full, video, batch["idx"], bool(o["cache_teacher_outputs"]))
+            ct, mt = self._teacher_outputs(full, video, batch["idx"], o.cache_teacher_outputs)
             grid = ctx.unwrapped.cfg.grid
-            mask = _mask(o["mask_type"], float(o["mask_ratio"]), B, grid, batch["idx"], ctx.cfg.train.seed, ctx.step,
-                         attn=ct.attn, sample=bool(o["sample_visible"])).to(ctx.device)
+            mask = _mask(o.mask_type, o.mask_ratio, B, grid, batch["idx"], ctx.cfg.train.seed, ctx.step,
+                         attn=ct.attn, sample=o.sample_visible).to(ctx.device)
             clip_target = visible_targets(ct.features, mask)
             mae_target = visible_targets(mt.features, mask[:, 1:])
         out = model(video, mask)
-        r = o["clip_loss_ratio"]
         return stage1_loss(out.clip_align, clip_target, out.final_align, ct.pooled, out.mae_align, mae_target,
-                           clip_ratio=(float(r[0]), float(r[1])), mae_ratio=float(o["mae_loss_ratio"]))
+                           clip_ratio=o.clip_loss_ratio, mae_ratio=o.mae_loss_ratio)
 
 
 @register_task("distill")
 class DistillTask(Task):
     """Distillation of a small student from a larger InternVideo2 vision encoder (spec §5.5)."""
 
+    options_class = DistillOptions
+    data_options_class = TeacherDataOptions
+
+    def resolve(self, cfg):
+        o, d = self.options(cfg), self.data_options(cfg)
+        vis, over, inp = resolve_vision(cfg, d)
+        return o, d, vis, over, inp
+
     def validate(self, cfg) -> None:
-        o = _options(cfg, DISTILL_OPTIONS)
-        if not o["teacher"] and not o["random_teachers"]:
-            raise ConfigError("task.options.teacher", "a teacher checkpoint folder is required")
-        _data_options(cfg)
+        self.resolve(cfg)
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.variants import InternVideo2Pretrain
 
-        o = _options(cfg, DISTILL_OPTIONS)
-        d = _data_options(cfg)
-        if o["random_teachers"]:
+        o, d, vis, over, inp = self.resolve(cfg)
+        if o.random_teachers:
             from ..models.config import TeacherConfig, vision_config
             from ..models.variants import TeacherModel
 
             log.warning("task.options.random_teachers: distilling from a RANDOM tiny teacher (smoke runs only)")
             self.teacher = TeacherModel(TeacherConfig(
-                vision=vision_config("tiny", num_frames=int(d["num_frames"]), img_size=int(d["image_res"])),
-                kind="internvideo2", return_layer=int(o["teacher_return_layer"]),
-                return_interval=float(o["teacher_return_interval"]))).eval().requires_grad_(False)
+                vision=vision_config("tiny", num_frames=inp.data_frames, img_size=inp.img_size),
+                kind="internvideo2", return_layer=o.teacher_return_layer,
+                return_interval=o.teacher_return_interval)).eval().requires_grad_(False)
         else:
-            self.teacher = load_teacher(o["teacher"], "task.options.teacher", "internvideo2",
-                                        int(o["teacher_return_layer"]), float(o["teacher_return_interval"]))
+            self.teacher = load_teacher(o.teacher, "task.options.teacher", "internvideo2", o.teacher_return_layer,
+                                        o.teacher_return_interval)
         tc = self.teacher.config
-        vis, over = vision_from_model_cfg(cfg)
-        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
         if tc.vision.grid != vis.grid:
             raise ConfigError("data.options.num_frames", f"teacher grid {tc.vision.grid} != student grid {vis.grid}")
         pcfg = pretrain_config(vis, over, clip_teacher_embed_dim=tc.vision.embed_dim,
@@ -279,7 +322,8 @@ class DistillTask(Task):
         return InternVideo2Pretrain(pcfg)
 
     def build_train_dataset(self, cfg):
-        return _video_dataset(cfg)
+        _, d, _, _, inp = self.resolve(cfg)
+        return video_dataset(cfg, d, inp)
 
     def collate(self, samples):
         from ..data.datasets import collate_skip_bad
@@ -287,15 +331,14 @@ class DistillTask(Task):
         return collate_skip_bad(samples)
 
     def training_step(self, model, batch, ctx: StepContext):
-        o = _options(ctx.cfg, DISTILL_OPTIONS)
+        o = self.options(ctx.cfg)
         self.teacher.to(ctx.device)
         video = to_model_layout(batch["video"])
         with torch.no_grad():
             t = self.teacher(video)
-            mask = _mask(o["mask_type"], float(o["mask_ratio"]), video.shape[0], ctx.unwrapped.cfg.grid, batch["idx"],
-                         ctx.cfg.train.seed, ctx.step, attn=t.attn, sample=bool(o["sample_visible"]),
+            mask = _mask(o.mask_type, o.mask_ratio, video.shape[0], ctx.unwrapped.cfg.grid, batch["idx"],
+                         ctx.cfg.train.seed, ctx.step, attn=t.attn, sample=o.sample_visible,
                          per_frame=False).to(ctx.device)
             target = visible_targets(t.features, mask)
         out = model(video, mask)
-        r = o["clip_loss_ratio"]
-        return distill_loss(out.clip_align, target, out.final_align, t.pooled, ratio=(float(r[0]), float(r[1])))
+        return distill_loss(out.clip_align, target, out.final_align, t.pooled, ratio=o.clip_loss_ratio)

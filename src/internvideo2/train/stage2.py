@@ -12,7 +12,9 @@ synthetic world) reports text-to-video R@1 under the cosine and dual-softmax sco
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,181 +23,231 @@ from torch import nn
 
 from ..errors import ConfigError
 from .common import (
+    DataOptions,
     build_transform,
-    data_options,
     load_vision_weights,
+    no_other_overrides,
     pretrain_config,
+    resolve_vision,
     step_generator,
     synth_corpus,
     text_config,
     to_model_layout,
-    vision_from_model_cfg,
 )
 from .tasks import StepContext, Task, register_task
 
 log = logging.getLogger("internvideo2.train.stage2")
 
-OPTIONS: dict[str, Any] = {
-    "text_encoder": "minilm",       # minilm | bert_base | bert_large | bert_tiny | HF folder
-    "text_pretrained": True,        # load the text tower's pretrained weights (minilm: from its package), or
-                                    # a path to HF BERT weights (official text_encoder.pretrained)
-    "fusion_layer": None,           # first cross-attention layer (default per text encoder)
-    "embed_dim": 512,
-    "temp": 0.07,
-    "text_pool": "cls",
-    "add_sep": False,
-    "max_txt_l": 32,
-    "freeze_text_layers": 0,
-    "text_dropout": None,           # override the text tower's dropout (None: its config's, 0.1 for BERT)
-    "loss_weight": {"vtc": 1.0, "vtm": 1.0, "mlm": 1.0, "uta": 0.0},
-    "vtm_hard_neg": True,
-    "mlm_masking_prob": 0.5,
-    "vtm_batch": None,
-    "mlm_batch": None,
-    "video_mask_type": "random",
-    "video_mask_ratio": 0.8,
-    "image_mask_ratio": 0.5,
-    "eval_split": "heldout",
-    "eval_num": 100,
-    "uta_teacher": None,            # a saved CLIP teacher (image_text_teacher / teacher folder) for UTA
-    "uta_ratio": [1.0, 1.0],        # official clip_loss_ratio: middle layers, final feature
-    "uta_image_only": False,
-    # accepted for the official recipes' vocabulary; values are checked
-    "model_cls": "InternVideo2_Stage2_visual",
-    "only_mask": True,
-    "image_mask_type": "random",
-    "text_grad_checkpointing": False,
-    "sep_image_video_pos_embed": True,
-}
-DATA_OPTIONS: dict[str, Any] = {
-    "corpus": "synth", "annotation": None, "video_root": None, "num_frames": 4, "sample_type": "rand",
-    "sample_type_test": "middle", "image_res": 224, "cache": True, "augment": "official",
-    "synthetic": False,  # smoke runs: a tiny generated synthetic world
-    "media": ["video"],  # media types in the corpus
-    # hard-negative batches: runs of group_size samples share this annotation field (e.g. the synthetic
-    # world's "appearance"), so VTC must tell them apart by what the field does not fix (motion, order)
-    "group_by": None, "group_size": 8,
-}
+
+@dataclass
+class LossWeights:
+    """Stage-2 loss weights (released: vtc 1, vtm 1, mlm 1, uta 0)."""
+
+    vtc: float = 1.0
+    vtm: float = 1.0
+    mlm: float = 1.0
+    uta: float = 0.0
+
+    def __post_init__(self):
+        for k in ("vtc", "vtm", "mlm", "uta"):
+            if getattr(self, k) < 0:
+                raise ConfigError(k, "must be >= 0")
 
 
-def load_text_weights(text_encoder: nn.Module, o: dict[str, Any]) -> bool:
+@dataclass
+class Stage2Options:
+    """``task.options`` of ``stage2`` (official names where they exist; see ``Stage2Config`` for meanings).
+
+    Attributes:
+        text_encoder: ``minilm`` | ``bert_base`` | ``bert_large`` | ``bert_tiny`` | a HF BERT folder.
+        text_pretrained: load the text tower's weights: true (minilm: from its package), false, or a path to
+            HF BERT weights (official ``text_encoder.pretrained``).
+        fusion_layer: first cross-attention layer (default per text encoder).
+        embed_dim / temp / text_pool / add_sep / max_txt_l: contrastive space and text side.
+        freeze_text_layers / text_dropout / text_grad_checkpointing: text-tower training.
+        loss_weight / vtm_hard_neg / mlm_masking_prob / vtm_batch / mlm_batch: the objective.
+        video_mask_type / video_mask_ratio / image_mask_ratio: training-time token masking.
+        eval_split / eval_num: held-out retrieval during training (None: no evaluation).
+        uta_teacher / uta_ratio / uta_image_only: UTA with a saved CLIP teacher.
+        model_cls / only_mask / image_mask_type / sep_image_video_pos_embed: the official recipes' vocabulary
+            (``model_cls`` must name the visual stage-2 model).
+    """
+
+    text_encoder: str = "minilm"
+    text_pretrained: bool | str = True
+    fusion_layer: int | None = None
+    embed_dim: int = 512
+    temp: float = 0.07
+    text_pool: str = "cls"
+    add_sep: bool = False
+    max_txt_l: int = 32
+    freeze_text_layers: int = 0
+    text_dropout: float | None = None
+    loss_weight: LossWeights = field(default_factory=LossWeights)
+    vtm_hard_neg: bool = True
+    mlm_masking_prob: float = 0.5
+    vtm_batch: int | None = None
+    mlm_batch: int | None = None
+    video_mask_type: str = "random"
+    video_mask_ratio: float = 0.8
+    image_mask_ratio: float = 0.5
+    eval_split: str | None = "heldout"
+    eval_num: int = 100
+    uta_teacher: str | None = None
+    uta_ratio: tuple[float, float] = (1.0, 1.0)  # official clip_loss_ratio: middle layers, final feature
+    uta_image_only: bool = False
+    model_cls: str = "InternVideo2_Stage2_visual"
+    only_mask: bool = True
+    image_mask_type: str = "random"
+    text_grad_checkpointing: bool = False
+    sep_image_video_pos_embed: bool = True
+
+    def __post_init__(self):
+        if self.model_cls not in ("InternVideo2_Stage2_visual", "InternVideo2_Stage2"):
+            raise ConfigError("model_cls", "only the visual stage-2 model is built here (the audio-visual 6B "
+                                           "model needs the audio data path)")
+        if self.loss_weight.uta and not self.uta_teacher:
+            raise ConfigError("uta_teacher", "loss_weight.uta > 0 needs a CLIP teacher folder")
+
+
+@dataclass
+class ClipOptions:
+    """``task.options`` of ``clip`` (InternVideo2-CLIP, spec §4.3).
+
+    Attributes:
+        text_encoder / text_pretrained / text_pool / max_txt_l: the (frozen) text tower.
+        align_dim: 0 (1B/6B: the pooled feature is the embedding) or the ``vision_align`` width (S/B/L: 512).
+        temp / temp_min: initial temperature and its lower clamp (0.01 / 0.01).
+        freeze_vision / open_vision_clip_projector / freeze_text: what trains (released: the attention pool,
+            ``vision_align`` and the temperature).
+        eval_split / eval_num: held-out retrieval during training.
+    """
+
+    text_encoder: str = "minilm"
+    text_pretrained: bool | str = True
+    align_dim: int = 0
+    temp: float = 0.01
+    temp_min: float = 0.01
+    text_pool: str = "mean"
+    max_txt_l: int = 32
+    freeze_vision: bool = True
+    open_vision_clip_projector: bool = True
+    freeze_text: bool = True
+    eval_split: str | None = "heldout"
+    eval_num: int = 100
+
+
+@dataclass
+class Stage2DataOptions(DataOptions):
+    """``data.options`` of ``stage2`` / ``clip``: ``corpus`` is ``synth`` or ``json`` (an official video-text
+    list in ``annotation``).
+
+    Attributes:
+        group_by / group_size: hard-negative batches: runs of ``group_size`` samples share this annotation
+            field (e.g. the synthetic world's ``appearance``), so VTC must tell them apart by what the field does
+            not fix (motion, order).
+    """
+
+    group_by: str | None = None
+    group_size: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.corpus not in ("synth", "json"):
+            raise ConfigError("corpus", "must be 'synth' or 'json'")
+        if self.corpus == "json" and not self.annotation:
+            raise ConfigError("annotation", "required with corpus: json")
+        if self.group_size < 1:
+            raise ConfigError("group_size", f"must be >= 1, got {self.group_size}")
+
+
+def load_text_weights(text_encoder: nn.Module, o: Stage2Options | ClipOptions) -> bool:
     """``text_pretrained``: a path loads those HF BERT weights; ``true`` loads MiniLM's shipped weights for
     ``text_encoder: minilm`` (other presets have none here and stay randomly initialised, with a warning);
     ``false`` keeps the random init. Returns whether weights were loaded."""
     from ..checkpoint.bert import load_hf_bert
 
-    src = o["text_pretrained"]
+    src = o.text_pretrained
     if isinstance(src, str):
         if not Path(src).exists():
             raise ConfigError("task.options.text_pretrained", f"{src}: no such text checkpoint")
         load_hf_bert(text_encoder, src)
         return True
-    if src and o["text_encoder"] == "minilm":
+    if src and o.text_encoder == "minilm":
         from ..models.tokenizer import default_vocab_path
 
         load_hf_bert(text_encoder, default_vocab_path().parent)
         return True
     if src:
         log.warning("text_pretrained: no shipped weights for text_encoder %r; the text tower starts RANDOM "
-                    "(give a path to HF BERT weights)", o["text_encoder"])
+                    "(give a path to HF BERT weights)", o.text_encoder)
     return False
-
-
-def _check_text_pretrained(o: dict[str, Any]) -> None:
-    if not isinstance(o["text_pretrained"], (bool, str)):
-        raise ConfigError("task.options.text_pretrained", "must be true, false or a path to HF BERT weights")
-
-
-def _options(cfg) -> dict[str, Any]:
-    unknown = sorted(set(cfg.task.options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"task.options.{unknown[0]}", f"unknown stage-2 option; known: {', '.join(sorted(OPTIONS))}")
-    o = {**OPTIONS, **cfg.task.options}
-    o["loss_weight"] = {**OPTIONS["loss_weight"], **(cfg.task.options.get("loss_weight") or {})}
-    return o
-
-
-def _data_options(cfg) -> dict[str, Any]:
-    return data_options(cfg, DATA_OPTIONS, annotation_required=False)
 
 
 @register_task("stage2")
 class Stage2Task(Task):
     """Stage 2 on the training engine."""
 
+    options_class = Stage2Options
+    data_options_class = Stage2DataOptions
+
+    def resolve(self, cfg):
+        """``(options, data options, vision config, other overrides, input size)``."""
+        o, d = self.options(cfg), self.data_options(cfg)
+        vis, over, inp = resolve_vision(cfg, d)
+        return o, d, vis, over, inp
+
     def validate(self, cfg) -> None:
-        o = _options(cfg)
-        _check_text_pretrained(o)
-        if o["model_cls"] not in ("InternVideo2_Stage2_visual", "InternVideo2_Stage2"):
-            raise ConfigError("task.options.model_cls", "only the visual stage-2 model is built here "
-                                                        "(the audio-visual 6B model needs the audio data path)")
-        for k in ("vtc", "vtm", "mlm", "uta"):
-            if float(o["loss_weight"][k]) < 0:
-                raise ConfigError(f"task.options.loss_weight.{k}", "must be >= 0")
-        if o["loss_weight"]["uta"] and not o["uta_teacher"]:
-            raise ConfigError("task.options.uta_teacher", "loss_weight.uta > 0 needs a CLIP teacher folder")
-        d = _data_options(cfg)
-        if d["corpus"] not in ("synth", "json"):
-            raise ConfigError("data.options.corpus", "must be 'synth' or 'json'")
-        if d["corpus"] == "json" and not d.get("annotation"):
-            raise ConfigError("data.options.annotation", "required with corpus: json")
-        if int(d["group_size"]) < 1:
-            raise ConfigError("data.options.group_size", f"must be >= 1, got {d['group_size']}")
+        self.resolve(cfg)
 
     # ------------------------------------------------------------------ model
     def model_config(self, cfg):
         from ..models.stage2 import Stage2Config
 
-        o, d = _options(cfg), _data_options(cfg)
-        vis, over = vision_from_model_cfg(cfg)
-        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(over.pop("img_size", d["image_res"])))
+        o, _, vis, over, _ = self.resolve(cfg)
         defaults = dict(clip_teacher_embed_dim=vis.clip_embed_dim, clip_teacher_final_dim=0, clip_return_layer=1,
-                        sep_image_video_pos_embed=bool(o["sep_image_video_pos_embed"]))
-        if o["loss_weight"]["uta"] and o["uta_teacher"]:  # the decoders predict the teacher's widths and layers
+                        sep_image_video_pos_embed=o.sep_image_video_pos_embed)
+        if o.loss_weight.uta and o.uta_teacher:  # the decoders predict the teacher's widths and layers
             t = self._uta_teacher(o).config
             defaults.update(clip_teacher_embed_dim=t.vision.embed_dim, clip_teacher_final_dim=t.vision.clip_embed_dim,
                             clip_return_layer=t.return_layer)
         pcfg = pretrain_config(vis, over, **defaults)
-        text = text_config(o["text_encoder"], vis.embed_dim, o["fusion_layer"])
-        if o["text_dropout"] is not None:
-            import dataclasses
-
-            p = float(o["text_dropout"])
-            text = dataclasses.replace(text, hidden_dropout_prob=p, attention_probs_dropout_prob=p)
-        w = o["loss_weight"]
+        text = text_config(o.text_encoder, vis.embed_dim, o.fusion_layer)
+        if o.text_dropout is not None:
+            text = dataclasses.replace(text, hidden_dropout_prob=o.text_dropout,
+                                       attention_probs_dropout_prob=o.text_dropout)
+        w = o.loss_weight
         try:
             return Stage2Config(
-                vision=pcfg, text=text, embed_dim=int(o["embed_dim"]), temp=float(o["temp"]),
-                max_txt_len=int(o["max_txt_l"]), add_sep=bool(o["add_sep"]), text_pool=o["text_pool"],
-                video_mask_ratio=float(o["video_mask_ratio"]), image_mask_ratio=float(o["image_mask_ratio"]),
-                video_mask_type=o["video_mask_type"], loss_vtc=float(w["vtc"]), loss_vtm=float(w["vtm"]),
-                loss_mlm=float(w["mlm"]), vtm_hard_neg=bool(o["vtm_hard_neg"]), mlm_prob=float(o["mlm_masking_prob"]),
-                vtm_batch=o["vtm_batch"], mlm_batch=o["mlm_batch"], freeze_text_layers=int(o["freeze_text_layers"]),
-                loss_uta=float(w["uta"]), uta_ratio=tuple(float(r) for r in o["uta_ratio"]),
-                uta_image_only=bool(o["uta_image_only"]))
+                vision=pcfg, text=text, embed_dim=o.embed_dim, temp=o.temp, max_txt_len=o.max_txt_l, add_sep=o.add_sep,
+                text_pool=o.text_pool, video_mask_ratio=o.video_mask_ratio, image_mask_ratio=o.image_mask_ratio,
+                video_mask_type=o.video_mask_type, loss_vtc=w.vtc, loss_vtm=w.vtm, loss_mlm=w.mlm,
+                vtm_hard_neg=o.vtm_hard_neg, mlm_prob=o.mlm_masking_prob, vtm_batch=o.vtm_batch, mlm_batch=o.mlm_batch,
+                freeze_text_layers=o.freeze_text_layers, loss_uta=w.uta, uta_ratio=o.uta_ratio,
+                uta_image_only=o.uta_image_only)
         except ConfigError as e:
             raise ConfigError(f"task.options.{e.field}", e.reason) from None
 
-    def _uta_teacher(self, o):
+    def _uta_teacher(self, o: Stage2Options):
         if getattr(self, "uta_teacher", None) is None:
             from .stage1 import load_teacher
 
-            self.uta_teacher = load_teacher(o["uta_teacher"], "task.options.uta_teacher", "internvl_clip")
+            self.uta_teacher = load_teacher(o.uta_teacher, "task.options.uta_teacher", "internvl_clip")
         return self.uta_teacher
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.stage2 import InternVideo2Stage2
 
-        o = _options(cfg)
+        o, d, _, _, _ = self.resolve(cfg)
         model = InternVideo2Stage2(self.model_config(cfg))
         if load_text_weights(model.text_encoder, o):
             model.apply_freezing()
         if cfg.model.pretrained:
             self.init_report = load_vision_weights(model.vision_encoder, cfg.model.pretrained)
         img_table = getattr(model.vision_encoder, "img_pos_embed", None)
-        if img_table is not None and "image" not in _data_options(cfg)["media"]:
+        if img_table is not None and "image" not in d.media:
             img_table.requires_grad_(False)  # a video-only corpus never uses (or trains) the image table
-        if o["text_grad_checkpointing"]:
+        if o.text_grad_checkpointing:
             model.text_encoder.bert.set_gradient_checkpointing(True)
         self.tokenizer = model.tokenizer
         return model
@@ -204,19 +256,18 @@ class Stage2Task(Task):
     def _dataset(self, cfg, split: str, train: bool):
         from ..data.datasets import VideoTextDataset
 
-        d = _data_options(cfg)
-        size = int(cfg.model.overrides.get("img_size", d["image_res"]))
-        if d["corpus"] == "synth":
+        _, d, _, _, inp = self.resolve(cfg)
+        if d.corpus == "synth":
             root = synth_corpus(d)
             ann, video_root = root / f"{split}.json", root
         else:
-            ann, video_root = d["annotation"] if train else d.get("eval_annotation"), d.get("video_root")
+            ann, video_root = d.annotation if train else d.eval_annotation, d.video_root
             if ann is None:
                 return None
         return VideoTextDataset(
-            ann, video_root, num_frames=int(d["num_frames"]),
-            sample=d["sample_type"] if train else d["sample_type_test"], transform=build_transform(d, size, train),
-            seed=cfg.train.seed, cache=bool(d["cache"]), caption_sample="uniform" if train else "first")
+            ann, video_root, num_frames=inp.data_frames, sample=d.sample_type if train else d.sample_type_test,
+            transform=build_transform(d, inp.img_size, train), seed=cfg.train.seed, cache=bool(d.cache),
+            caption_sample="uniform" if train else "first")
 
     def build_train_dataset(self, cfg):
         return self._dataset(cfg, "train", train=True)
@@ -224,8 +275,8 @@ class Stage2Task(Task):
     def build_batch_sampler(self, cfg, dataset, plan, rank, epoch, start_step):
         from .data import GlobalBatchSampler
 
-        d = _data_options(cfg)
-        key = d.get("group_by")
+        d = self.data_options(cfg)
+        key = d.group_by
         if not key:
             return None
         names: dict[str, int] = {}  # group id = order of first appearance of the field's value
@@ -236,7 +287,7 @@ class Stage2Task(Task):
             ids.append(names.setdefault(str(r.extra[key]), len(names)))
         return GlobalBatchSampler(len(dataset), plan.batch_size, plan.world_size, rank, plan.grad_accum,
                                   cfg.train.seed, epoch, cfg.data.shuffle, start_step, groups=ids,
-                                  group_size=int(d["group_size"]))
+                                  group_size=d.group_size)
 
     def collate(self, samples):
         from ..data.datasets import collate_skip_bad
@@ -256,7 +307,7 @@ class Stage2Task(Task):
         gen = step_generator(seed, ctx.step, ctx.rank, ctx.micro_step, "stage2")
         teacher = None
         if net.config.loss_uta:
-            t = self._uta_teacher(_options(ctx.cfg)).to(ctx.device)
+            t = self._uta_teacher(self.options(ctx.cfg)).to(ctx.device)
             with torch.no_grad():
                 teacher = t(video)
         return model(video, tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device), batch["idx"],
@@ -264,18 +315,20 @@ class Stage2Task(Task):
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
+        """Text-to-video and video-to-text R@1 (cosine and dual softmax) on ``eval_num`` clips of
+        ``eval_split`` (options of this task's own class: stage 2 or CLIP)."""
         from ..eval.metrics import dual_softmax, itm_eval
         from ..eval.retrieval import encode_texts, encode_videos
 
-        o = _options(ctx.cfg)
-        if not o["eval_split"]:
+        o = self.options(ctx.cfg)
+        if not o.eval_split:
             return None
         if getattr(self, "_eval", None) is None:
-            ds = self._dataset(ctx.cfg, o["eval_split"], train=False)
+            ds = self._dataset(ctx.cfg, o.eval_split, train=False)
             if ds is None:
                 self._eval = False
                 return None
-            n = min(int(o["eval_num"]), len(ds))
+            n = min(o.eval_num, len(ds))
             items = [ds[i] for i in range(n)]
             video = to_model_layout(torch.stack([it["video"] for it in items]))
             self._eval = (video, [it["caption"] for it in items])
@@ -294,46 +347,29 @@ class Stage2Task(Task):
         return res
 
 
-CLIP_OPTIONS: dict[str, Any] = {
-    "text_encoder": "minilm", "text_pretrained": True, "align_dim": 0, "temp": 0.01, "temp_min": 0.01,
-    "text_pool": "mean", "max_txt_l": 32, "freeze_vision": True, "open_vision_clip_projector": True,
-    "freeze_text": True, "eval_split": "heldout", "eval_num": 100,
-}
-
-
 @register_task("clip")
 class ClipTask(Stage2Task):
     """InternVideo2-CLIP (spec §4.3): contrastive alignment of a trained video tower with a frozen text
     tower; by default only the attention pool (+ ``vision_align``) and the temperature train."""
 
-    def _clip_options(self, cfg) -> dict[str, Any]:
-        unknown = sorted(set(cfg.task.options) - set(CLIP_OPTIONS))
-        if unknown:
-            raise ConfigError(f"task.options.{unknown[0]}", f"unknown CLIP option; known: {', '.join(sorted(CLIP_OPTIONS))}")
-        return {**CLIP_OPTIONS, **cfg.task.options}
+    options_class = ClipOptions
 
     def validate(self, cfg) -> None:
-        _check_text_pretrained(self._clip_options(cfg))
-        d = _data_options(cfg)
-        if d["corpus"] not in ("synth", "json"):
-            raise ConfigError("data.options.corpus", "must be 'synth' or 'json'")
+        _, _, _, over, _ = self.resolve(cfg)
+        no_other_overrides(over)
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.clip import CLIPConfig, InternVideo2CLIP
 
-        o, d = self._clip_options(cfg), _data_options(cfg)
-        vis, over = vision_from_model_cfg(cfg)
-        if over:
-            raise ConfigError(f"model.overrides.{sorted(over)[0]}", "not a VisionConfig field")
-        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
-        text = text_config(o["text_encoder"], vis.embed_dim, None)
-        embed = int(o["align_dim"]) or vis.clip_embed_dim
+        o, _, vis, over, _ = self.resolve(cfg)
+        no_other_overrides(over)
+        text = text_config(o.text_encoder, vis.embed_dim, None)
+        embed = o.align_dim or vis.clip_embed_dim
         try:
-            ccfg = CLIPConfig(vision=vis, text=text, embed_dim=embed, align_dim=int(o["align_dim"]), temp=float(o["temp"]),
-                              temp_min=float(o["temp_min"]), text_pool=o["text_pool"], max_txt_len=int(o["max_txt_l"]),
-                              freeze_vision=bool(o["freeze_vision"]),
-                              open_vision_clip_projector=bool(o["open_vision_clip_projector"]),
-                              freeze_text=bool(o["freeze_text"]), add_sep=o["text_encoder"] == "minilm")
+            ccfg = CLIPConfig(vision=vis, text=text, embed_dim=embed, align_dim=o.align_dim, temp=o.temp,
+                              temp_min=o.temp_min, text_pool=o.text_pool, max_txt_len=o.max_txt_l,
+                              freeze_vision=o.freeze_vision, open_vision_clip_projector=o.open_vision_clip_projector,
+                              freeze_text=o.freeze_text, add_sep=o.text_encoder == "minilm")
         except ConfigError as e:
             raise ConfigError(f"task.options.{e.field}", e.reason) from None
         model = InternVideo2CLIP(ccfg)
@@ -348,12 +384,3 @@ class ClipTask(Stage2Task):
         tok = self.tokenizer(list(batch["caption"]), padding="longest")
         return model(to_model_layout(batch["video"]), tok["input_ids"].to(ctx.device),
                      tok["attention_mask"].to(ctx.device), batch["idx"], gather=ctx.gather)
-
-    def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
-        o = self._clip_options(ctx.cfg)
-        saved = ctx.cfg.task.options
-        try:  # the stage-2 evaluation reads eval_split / eval_num from the options
-            ctx.cfg.task.options = {"eval_split": o["eval_split"], "eval_num": o["eval_num"]}
-            return super().evaluate(model, ctx)
-        finally:
-            ctx.cfg.task.options = saved

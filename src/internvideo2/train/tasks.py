@@ -42,8 +42,11 @@ Contract
 * ``build_batch_sampler(...)`` optionally replaces the engine's sampler (same determinism contract).
 * ``fsdp_units(model)`` lists the submodules FSDP2 shards separately (default: every module called
   ``blocks.<i>``, i.e. transformer blocks); the root is always sharded last.
-* ``validate(cfg)`` checks the free-form options (``task.options``, ``model.overrides``, ``data.options``)
-  and raises ``ConfigError("task.options.<key>", reason)``; it runs before anything is built.
+* ``options_class`` / ``data_options_class``: documented dataclasses of ``task.options`` / ``data.options``.
+  :meth:`Task.options` / :meth:`Task.data_options` parse them through :func:`parse_options` (the one place
+  that refuses unknown keys and checks types, naming ``task.options.<key>``). ``validate(cfg)`` parses both
+  and adds the task's own checks, raising ``ConfigError("task.options.<key>", reason)``; it runs before
+  anything is built.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from torch import nn
 
 from internvideo2.errors import ConfigError
 from internvideo2.train import distributed as D
+from internvideo2.utils.typed import build_dataclass
 
 if TYPE_CHECKING:  # pragma: no cover
     from internvideo2.train.config import RunConfig
@@ -66,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("internvideo2.train.tasks")
 
 __all__ = [
+    "parse_options",
     "Task",
     "StepContext",
     "register_task",
@@ -141,13 +146,44 @@ def vit_layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
+def parse_options(cls: type, options: Any, prefix: str) -> Any:
+    """A free-form options mapping -> its documented dataclass ``cls``: unknown keys, wrong types and the
+    dataclass's own checks raise :class:`ConfigError` naming ``prefix.<key>``."""
+    if options is None:
+        options = {}
+    return build_dataclass(cls, dict(options), prefix)
+
+
 class Task:
     """Base class; override what the recipe needs (see the module docstring)."""
 
     name: str = ""
+    #: dataclass of ``task.options`` (None: the task does not use the typed parser)
+    options_class: type | None = None
+    #: dataclass of ``data.options`` (None: the task does not use the typed parser)
+    data_options_class: type | None = None
+
+    def options(self, cfg: RunConfig) -> Any:
+        """``task.options`` parsed into :attr:`options_class`."""
+        if self.options_class is None:
+            raise TypeError(f"task {self.name!r} declares no options_class")
+        return parse_options(self.options_class, cfg.task.options, "task.options")
+
+    def data_options(self, cfg: RunConfig) -> Any:
+        """``data.options`` parsed into :attr:`data_options_class` (with ``resolved(output_dir)`` applied when
+        the class has it: the synthetic smoke corpus)."""
+        if self.data_options_class is None:
+            raise TypeError(f"task {self.name!r} declares no data_options_class")
+        d = parse_options(self.data_options_class, cfg.data.options, "data.options")
+        return d.resolved(cfg.output_dir) if hasattr(d, "resolved") else d
 
     def validate(self, cfg: RunConfig) -> None:
-        """Check task-specific options; raise ConfigError naming ``task.options.<key>`` etc."""
+        """Parse the typed options (raises ConfigError naming ``task.options.<key>`` / ``data.options.<key>``);
+        subclasses add their own checks."""
+        if self.options_class is not None:
+            self.options(cfg)
+        if self.data_options_class is not None:
+            self.data_options(cfg)
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
         raise NotImplementedError(f"task {self.name!r} must implement build_model")

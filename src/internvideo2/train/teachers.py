@@ -11,94 +11,140 @@ teacher fields (``return_layer``, ``return_interval``) go in ``task.options``.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from .common import (
+    DataOptions,
+    InputSize,
     build_transform,
-    data_options,
+    no_other_overrides,
+    resolve_vision,
     step_generator,
     synth_corpus,
     text_config,
     to_model_layout,
-    vision_from_model_cfg,
 )
 from .tasks import StepContext, Task, register_task
 
-DATA_OPTIONS: dict[str, Any] = {"corpus": "synth", "num_frames": 4, "sample_type": "rand", "image_res": 56,
-                                "cache": True, "augment": "none", "synthetic": False, "media": ["video"]}
+
+@dataclass
+class TeacherDataOptions(DataOptions):
+    """``data.options`` of the teacher and stage-1 tasks: as :class:`DataOptions`, without augmentation by
+    default."""
+
+    augment: Literal["official", "crop", "none"] = "none"
+
+    def resolved(self, output_dir):
+        d = super().resolved(output_dir)
+        d.check_annotation()
+        return d
 
 
-def _data_options(cfg) -> dict[str, Any]:
-    return data_options(cfg, DATA_OPTIONS)
-
-
-def _video_dataset(cfg, train: bool = True, split: str = "train"):
+def video_dataset(cfg, d: DataOptions, inp: InputSize, train: bool = True, split: str = "train"):
+    """The video-text dataset of the teacher and stage-1 tasks: ``inp.data_frames`` frames at ``inp.img_size``."""
     from ..data.datasets import VideoTextDataset
 
-    d = _data_options(cfg)
-    if d["corpus"] == "synth":
+    if d.corpus == "synth":
         root = synth_corpus(d)
         ann, video_root = root / f"{split}.json", root
     else:
-        ann, video_root = d["annotation"], d.get("video_root")
-    return VideoTextDataset(ann, video_root, num_frames=int(d["num_frames"]), sample=d["sample_type"],
-                            transform=build_transform(d, int(d["image_res"]), train), seed=cfg.train.seed,
-                            cache=bool(d["cache"]))
+        ann, video_root = d.annotation, d.video_root
+    return VideoTextDataset(ann, video_root, num_frames=inp.data_frames, sample=d.sample_type,
+                            transform=build_transform(d, inp.img_size, train), seed=cfg.train.seed, cache=bool(d.cache))
 
 
-def _check_options(cfg, known: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(cfg.task.options) - set(known))
-    if unknown:
-        raise ConfigError(f"task.options.{unknown[0]}", f"unknown option; known: {', '.join(sorted(known))}")
-    return {**known, **cfg.task.options}
+@dataclass
+class ClipTeacherOptions:
+    """``task.options`` of ``clip_teacher``.
+
+    Attributes:
+        text_encoder: ``minilm`` (real weights from its package), ``bert_base`` / ``bert_large`` / ``bert_tiny``
+            or a HF BERT folder; text_pretrained: load MiniLM's shipped weights (``minilm`` only).
+        freeze_text: only the text projection adapts (as InternVideo2-CLIP freezes its text tower).
+        embed_dim / temp / text_pool / max_txt_l: contrastive space, initial temperature, text pooling, length.
+        return_layer / return_interval: the layers the teacher returns as stage-1 targets.
+    """
+
+    text_encoder: str = "minilm"
+    text_pretrained: bool = True
+    freeze_text: bool = False
+    embed_dim: int = 256
+    temp: float = 0.07
+    text_pool: str = "mean"
+    max_txt_l: int = 32
+    return_layer: int = 2
+    return_interval: float = 1.0
 
 
-CLIP_OPTIONS = {"text_encoder": "minilm", "text_pretrained": True, "freeze_text": False, "embed_dim": 256, "temp": 0.07,
-                "text_pool": "mean", "max_txt_l": 32, "return_layer": 2, "return_interval": 1.0}
-MAE_OPTIONS = {"mask_ratio": 0.9, "mask_type": "tube", "decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 4,
-               "norm_pix_loss": True, "motion_weight": 0.0, "return_layer": 2, "return_interval": 1.0}
+@dataclass
+class MAETeacherOptions:
+    """``task.options`` of ``mae_teacher``.
+
+    Attributes:
+        mask_ratio / mask_type: masking of the encoder input (``tube``, VideoMAE's; or ``random`` per token).
+        decoder_dim / decoder_depth / decoder_heads: the light reconstruction decoder.
+        norm_pix_loss / motion_weight: the reconstruction target (see ``VideoMAETeacherConfig``).
+        return_layer / return_interval: the layers the teacher returns as stage-1 targets.
+    """
+
+    mask_ratio: float = 0.9
+    mask_type: Literal["tube", "random"] = "tube"
+    decoder_dim: int = 96
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    norm_pix_loss: bool = True
+    motion_weight: float = 0.0
+    return_layer: int = 2
+    return_interval: float = 1.0
 
 
 @register_task("clip_teacher")
 class ClipTeacherTask(Task):
-    """Image-text contrastive pretraining of a per-frame CLIP teacher."""
+    """Image-text contrastive pretraining of a per-frame CLIP teacher. The model is per-frame (1 frame,
+    tubelet 1); ``data.options.num_frames`` is how many frames a clip offers to pick one from."""
+
+    options_class = ClipTeacherOptions
+    data_options_class = TeacherDataOptions
+
+    def resolve(self, cfg):
+        """``(options, data options, vision config, input size)``."""
+        o, d = self.options(cfg), self.data_options(cfg)
+        vis, rest, inp = resolve_vision(cfg, d, default_preset="internvl-c-6b", model_frames=1,
+                                        fixed={"tubelet_size": 1})
+        no_other_overrides(rest)
+        return o, d, vis, inp
 
     def validate(self, cfg) -> None:
-        _check_options(cfg, CLIP_OPTIONS)
-        _data_options(cfg)
+        self.resolve(cfg)
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.config import TeacherConfig
         from ..models.teachers import ImageTextTeacher, ImageTextTeacherConfig
 
-        o = _check_options(cfg, CLIP_OPTIONS)
-        vis, rest = vision_from_model_cfg(cfg, default_preset="internvl-c-6b")
-        if rest:
-            raise ConfigError(f"model.overrides.{sorted(rest)[0]}", "not a VisionConfig field")
-        vis = vis.replace(num_frames=1, tubelet_size=1, img_size=int(_data_options(cfg)["image_res"]))
-        tcfg = TeacherConfig(vision=vis, kind="internvl_clip", return_layer=int(o["return_layer"]),
-                             return_interval=float(o["return_interval"]))
-        text = text_config(o["text_encoder"], vis.embed_dim)
-        model = ImageTextTeacher(ImageTextTeacherConfig(vision=tcfg, text=text, embed_dim=int(o["embed_dim"]),
-                                                        temp=float(o["temp"]), text_pool=o["text_pool"],
-                                                        max_txt_len=int(o["max_txt_l"]),
-                                                        add_sep=o["text_encoder"] == "minilm"))
-        if o["text_pretrained"] and o["text_encoder"] == "minilm":
+        o, _, vis, _ = self.resolve(cfg)
+        tcfg = TeacherConfig(vision=vis, kind="internvl_clip", return_layer=o.return_layer,
+                             return_interval=o.return_interval)
+        text = text_config(o.text_encoder, vis.embed_dim)
+        model = ImageTextTeacher(ImageTextTeacherConfig(vision=tcfg, text=text, embed_dim=o.embed_dim, temp=o.temp,
+                                                        text_pool=o.text_pool, max_txt_len=o.max_txt_l,
+                                                        add_sep=o.text_encoder == "minilm"))
+        if o.text_pretrained and o.text_encoder == "minilm":
             from ..checkpoint.bert import load_hf_bert
             from ..models.tokenizer import default_vocab_path
 
             load_hf_bert(model.text_encoder, default_vocab_path().parent)
-        if o["freeze_text"]:  # only the text projection adapts (as InternVideo2-CLIP freezes its text tower)
+        if o.freeze_text:  # only the text projection adapts (as InternVideo2-CLIP freezes its text tower)
             model.text_encoder.requires_grad_(False)
         self.tokenizer = model.tokenizer
         return model
 
     def build_train_dataset(self, cfg):
-        return _video_dataset(cfg)
+        _, d, _, inp = self.resolve(cfg)
+        return video_dataset(cfg, d, inp)
 
     def collate(self, samples):
         from ..data.datasets import collate_skip_bad
@@ -133,34 +179,32 @@ class MAETeacherTask(Task):
     """Masked video autoencoding of a VideoMAE-style teacher (tube masking, normalised pixels; ``mask_type:
     random`` masks every token independently; ``motion_weight`` weights changing pixels up in the loss)."""
 
+    options_class = MAETeacherOptions
+    data_options_class = TeacherDataOptions
+
+    def resolve(self, cfg):
+        o, d = self.options(cfg), self.data_options(cfg)
+        vis, rest, inp = resolve_vision(cfg, d, default_preset="videomae-g14")
+        no_other_overrides(rest)
+        return o, d, vis, inp
+
     def validate(self, cfg) -> None:
-        o = _check_options(cfg, MAE_OPTIONS)
-        if o["mask_type"] not in ("tube", "random"):
-            raise ConfigError("task.options.mask_type", f"must be 'tube' or 'random', got {o['mask_type']!r}")
-        _data_options(cfg)
+        self.resolve(cfg)
 
     def build_model(self, cfg) -> nn.Module:
         from ..models.config import TeacherConfig
         from ..models.teachers import VideoMAETeacher, VideoMAETeacherConfig
 
-        o = _check_options(cfg, MAE_OPTIONS)
-        self.mask_type = o["mask_type"]
-        vis, rest = vision_from_model_cfg(cfg, default_preset="videomae-g14")
-        if rest:
-            raise ConfigError(f"model.overrides.{sorted(rest)[0]}", "not a VisionConfig field")
-        d = _data_options(cfg)
-        vis = vis.replace(num_frames=int(d["num_frames"]), img_size=int(d["image_res"]))
-        enc = TeacherConfig(vision=vis, kind="videomae", return_layer=int(o["return_layer"]),
-                            return_interval=float(o["return_interval"]))
-        return VideoMAETeacher(VideoMAETeacherConfig(encoder=enc, decoder_dim=int(o["decoder_dim"]),
-                                                     decoder_depth=int(o["decoder_depth"]),
-                                                     decoder_heads=int(o["decoder_heads"]),
-                                                     mask_ratio=float(o["mask_ratio"]),
-                                                     norm_pix_loss=bool(o["norm_pix_loss"]),
-                                                     motion_weight=float(o["motion_weight"])))
+        o, _, vis, _ = self.resolve(cfg)
+        self.mask_type = o.mask_type
+        enc = TeacherConfig(vision=vis, kind="videomae", return_layer=o.return_layer, return_interval=o.return_interval)
+        return VideoMAETeacher(VideoMAETeacherConfig(encoder=enc, decoder_dim=o.decoder_dim, decoder_depth=o.decoder_depth,
+                                                     decoder_heads=o.decoder_heads, mask_ratio=o.mask_ratio,
+                                                     norm_pix_loss=o.norm_pix_loss, motion_weight=o.motion_weight))
 
     def build_train_dataset(self, cfg):
-        return _video_dataset(cfg)
+        _, d, _, inp = self.resolve(cfg)
+        return video_dataset(cfg, d, inp)
 
     def collate(self, samples):
         from ..data.datasets import collate_skip_bad

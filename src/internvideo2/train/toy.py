@@ -10,7 +10,7 @@ on the local batch.
 Sample ``i`` has class ``i % num_classes``; its inputs are the class prototypes plus noise drawn from
 ``sample_generator(seed, epoch, i)``, so the data is a pure function of (seed, epoch, index).
 
-Options (``task.options``, defaults in ``DEFAULTS``) also include test hooks: ``nan_at_steps`` makes the loss
+Options (``task.options``, :class:`ToyOptions`) also include test hooks: ``nan_at_steps`` makes the loss
 (``nan_in: loss``) or only the gradient (``nan_in: grad``) non-finite at those steps, on every rank or only
 on ``nan_rank``; ``sleep_s`` slows each step down (for kill/resume tests).
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,27 +31,40 @@ from internvideo2.errors import ConfigError
 from internvideo2.train.data import sample_generator
 from internvideo2.train.tasks import StepContext, Task, register_task
 
-DEFAULTS: dict[str, Any] = {
-    "num_samples": 256,  # training set size
-    "eval_samples": 64,  # evaluation set size (a fixed "epoch -1" draw)
-    "num_classes": 8,
-    "tokens": 4,  # T video tokens per sample
-    "video_dim": 16,  # Dv
-    "text_dim": 12,  # Dt
-    "noise": 0.5,  # std of the per-sample noise around the class prototype
-    "width": 32,  # transformer / MLP width
-    "depth": 2,  # transformer blocks
-    "heads": 4,
-    "embed_dim": 16,  # contrastive embedding size
-    "dropout": 0.0,
-    "temperature": 0.07,  # initial contrastive temperature (learnable, clamped to [0.01, 0.5])
-    "contrastive_weight": 1.0,
-    "cls_weight": 1.0,
-    "nan_at_steps": [],  # test hook: steps (0-based) whose loss/gradient is made non-finite
-    "nan_in": "loss",  # 'loss' or 'grad'
-    "nan_rank": None,  # inject only on this rank (None: all ranks)
-    "sleep_s": 0.0,  # test hook: sleep per training step
-}
+
+@dataclass
+class ToyOptions:
+    """``task.options`` of ``toy_contrastive``."""
+
+    num_samples: int = 256  # training set size
+    eval_samples: int = 64  # evaluation set size (a fixed "epoch -1" draw)
+    num_classes: int = 8
+    tokens: int = 4  # T video tokens per sample
+    video_dim: int = 16  # Dv
+    text_dim: int = 12  # Dt
+    noise: float = 0.5  # std of the per-sample noise around the class prototype
+    width: int = 32  # transformer / MLP width
+    depth: int = 2  # transformer blocks
+    heads: int = 4
+    embed_dim: int = 16  # contrastive embedding size
+    dropout: float = 0.0
+    temperature: float = 0.07  # initial contrastive temperature (learnable, clamped to [0.01, 0.5])
+    contrastive_weight: float = 1.0
+    cls_weight: float = 1.0
+    nan_at_steps: list[int] = field(default_factory=list)  # test hook: steps (0-based) made non-finite
+    nan_in: Literal["loss", "grad"] = "loss"
+    nan_rank: int | None = None  # inject only on this rank (None: all ranks)
+    sleep_s: float = 0.0  # test hook: sleep per training step
+
+    def __post_init__(self):
+        for key in ("num_samples", "eval_samples", "num_classes", "tokens", "video_dim", "text_dim", "width",
+                    "depth", "heads", "embed_dim"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
+        if self.width % self.heads:
+            raise ConfigError("heads", f"must divide width {self.width}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout!r}")
 
 
 class ToyPairs(torch.utils.data.Dataset):
@@ -111,20 +125,20 @@ class ToyVideoText(nn.Module):
     """Tiny two-tower model. ``forward(video [B,T,Dv], text [B,Dt])`` -> (v [B,E] unit, t [B,E] unit,
     class logits [B,K], logit scale [] = 1/temp)."""
 
-    def __init__(self, o: dict[str, Any]):
+    def __init__(self, o: ToyOptions):
         super().__init__()
-        w = o["width"]
+        w = o.width
         self.patch_embed = nn.Sequential()
-        self.patch_embed.add_module("proj", nn.Linear(o["video_dim"], w))
+        self.patch_embed.add_module("proj", nn.Linear(o.video_dim, w))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
-        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, o["tokens"] + 1, w))
-        self.blocks = nn.ModuleList(_Block(w, o["heads"], o["dropout"]) for _ in range(o["depth"]))
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, o.tokens + 1, w))
+        self.blocks = nn.ModuleList(_Block(w, o.heads, o.dropout) for _ in range(o.depth))
         self.norm = nn.LayerNorm(w)
-        self.head = nn.Linear(w, o["num_classes"])
-        self.vision_proj = nn.Linear(w, o["embed_dim"])
-        self.text_encoder = nn.Sequential(nn.Linear(o["text_dim"], w), nn.GELU(), nn.Linear(w, w))
-        self.text_proj = nn.Linear(w, o["embed_dim"])
-        self.temp = nn.Parameter(torch.tensor([float(o["temperature"])]))
+        self.head = nn.Linear(w, o.num_classes)
+        self.vision_proj = nn.Linear(w, o.embed_dim)
+        self.text_encoder = nn.Sequential(nn.Linear(o.text_dim, w), nn.GELU(), nn.Linear(w, w))
+        self.text_proj = nn.Linear(w, o.embed_dim)
+        self.temp = nn.Parameter(torch.tensor([float(o.temperature)]))
         self.grad_checkpointing = False
 
     def get_num_layers(self) -> int:
@@ -163,37 +177,7 @@ def clip_loss(v: torch.Tensor, t: torch.Tensor, scale: torch.Tensor) -> torch.Te
 class ToyContrastive(Task):
     """See the module docstring."""
 
-    def options(self, cfg) -> dict[str, Any]:
-        return {**DEFAULTS, **cfg.task.options}
-
-    def validate(self, cfg) -> None:
-        o = cfg.task.options
-        for key in o:
-            if key not in DEFAULTS:
-                raise ConfigError(f"task.options.{key}", f"unknown option; known: {', '.join(DEFAULTS)}")
-        o = self.options(cfg)
-        for key in (
-            "num_samples",
-            "eval_samples",
-            "num_classes",
-            "tokens",
-            "video_dim",
-            "text_dim",
-            "width",
-            "depth",
-            "heads",
-            "embed_dim",
-        ):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-                raise ConfigError(f"task.options.{key}", f"must be an integer >= 1, got {o[key]!r}")
-        if o["width"] % o["heads"]:
-            raise ConfigError("task.options.heads", f"must divide width {o['width']}")
-        if not 0 <= float(o["dropout"]) < 1:
-            raise ConfigError("task.options.dropout", f"must be in [0, 1), got {o['dropout']!r}")
-        if o["nan_in"] not in ("loss", "grad"):
-            raise ConfigError("task.options.nan_in", f"must be 'loss' or 'grad', got {o['nan_in']!r}")
-        if not isinstance(o["nan_at_steps"], list):
-            raise ConfigError("task.options.nan_at_steps", "must be a list of step indices")
+    options_class = ToyOptions
 
     def build_model(self, cfg) -> nn.Module:
         return ToyVideoText(self.options(cfg))
@@ -201,28 +185,28 @@ class ToyContrastive(Task):
     def build_train_dataset(self, cfg):
         o = self.options(cfg)
         return ToyPairs(
-            o["num_samples"],
-            o["num_classes"],
-            o["tokens"],
-            o["video_dim"],
-            o["text_dim"],
-            o["noise"],
+            o.num_samples,
+            o.num_classes,
+            o.tokens,
+            o.video_dim,
+            o.text_dim,
+            o.noise,
             cfg.train.seed,
         )
 
     def training_step(self, model, batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         o = self.options(ctx.cfg)
-        if o["sleep_s"]:
-            time.sleep(float(o["sleep_s"]))
+        if o.sleep_s:
+            time.sleep(float(o.sleep_s))
         v, t, logits, scale = model(batch["video"], batch["text"])
-        inject = ctx.step in o["nan_at_steps"] and (o["nan_rank"] is None or o["nan_rank"] == ctx.rank)
-        if inject and o["nan_in"] == "grad":
+        inject = ctx.step in o.nan_at_steps and (o.nan_rank is None or o.nan_rank == ctx.rank)
+        if inject and o.nan_in == "grad":
             v = v + 0.0 * v.detach()
             v.register_hook(lambda g: torch.full_like(g, math.nan))
         loss_c = clip_loss(ctx.gather(v), ctx.gather(t), scale)  # same global loss on every rank
         loss_cls = F.cross_entropy(logits.float(), batch["label"])
-        loss = o["contrastive_weight"] * loss_c + o["cls_weight"] * loss_cls
-        if inject and o["nan_in"] == "loss":
+        loss = o.contrastive_weight * loss_c + o.cls_weight * loss_cls
+        if inject and o.nan_in == "loss":
             loss = loss * math.nan
         return {"loss": loss, "loss_contrastive": loss_c.detach(), "loss_cls": loss_cls.detach()}
 
@@ -230,12 +214,12 @@ class ToyContrastive(Task):
     def evaluate(self, model, ctx: StepContext) -> dict[str, float]:
         o = self.options(ctx.cfg)
         ds = ToyPairs(
-            o["eval_samples"],
-            o["num_classes"],
-            o["tokens"],
-            o["video_dim"],
-            o["text_dim"],
-            o["noise"],
+            o.eval_samples,
+            o.num_classes,
+            o.tokens,
+            o.video_dim,
+            o.text_dim,
+            o.noise,
             ctx.cfg.train.seed,
             epoch=-1,
         )

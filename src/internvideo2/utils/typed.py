@@ -64,6 +64,8 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     if origin in (Union, types.UnionType):  # e.g. ``bool | str``: the first member that accepts the value
         members = [a for a in typing.get_args(tp) if a is not type(None)]
         for member in members:
+            if member is str and not isinstance(value, str):
+                continue  # in a union a number is never read as a string (``bool | str`` given 3)
             try:
                 return coerce(value, member, name)
             except ConfigError:
