@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from internvideo2.data import video as V  # noqa: E402  (internals: one container per call, as read_clip)
+from internvideo2.data import video_meta as VM  # noqa: E402
 from internvideo2.data.sampling import sample_indices  # noqa: E402
 from internvideo2.data.video import has_decord, probe_video, sliding_windows  # noqa: E402
 
@@ -64,7 +65,7 @@ def window_indices(meta, times_range, window: float, stride: float, frames: int)
 def pyav_clip(path: str, policy: str, seed: int, args, strategy: str = "auto",
               interpolation: str = "BICUBIC") -> np.ndarray:
     """``read_clip`` with a choice of strategy and interpolation: one container for everything."""
-    V._SCAN_CACHE.clear()  # first read of the file in an epoch: no cached packet table
+    VM._SCAN_CACHE.clear()  # first read of the file in an epoch: no cached packet table
     deadline = V._deadline(TIMEOUT)
     h = V._Handle(V._open(path, TIMEOUT))
     try:

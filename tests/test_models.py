@@ -525,3 +525,52 @@ def test_fused_path_keeps_stochastic_depth_in_train_mode_without_autograd(dtype)
     assert (dropped - kept).abs().max() > 1e-2 * kept.abs().max()  # eval and train are otherwise the same ops
     if dtype == torch.float32:
         torch.testing.assert_close(dropped, eager, rtol=1e-5, atol=1e-5)
+
+
+HEADS = [dict(head="linear"), dict(head="ap"), dict(head="cat", merge_method="cls_avgN_proj", merge_norm="kaiming_BN"),
+         dict(head="cat", merge_method="cls_avg1", merge_norm="LN")]
+
+
+@pytest.mark.parametrize("num_classes", [3, 0])
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: "-".join(h.values()))
+def test_reset_classifier_for_every_head_type(head, num_classes):
+    """A model (also one built without a head) gets the head a fresh model of the new size would have:
+    the same keys and shapes, the fresh init rules, the backbone untouched; it runs, saves and reloads."""
+
+    vis = vision_config("tiny", num_frames=4, img_size=28)
+    torch.manual_seed(0)
+    m = InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=num_classes, **head)).eval()
+    backbone = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("blocks.", "clip_projector."))}
+    m.reset_classifier(7)
+    fresh = InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=7, **head))
+    assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in fresh.state_dict().items()}
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in backbone.items())
+    assert m.config.num_classes == 7 and m.head.out_features == 7
+    assert m.head.weight.abs().max() <= 2 * 0.02 * m.config.init_scale and not m.head.bias.any()
+    if head["head"] == "ap":
+        assert not m.extra_mlp[1].fc2.weight.any()  # the residual MLP starts at zero, as in a fresh model
+    x = torch.randn(2, 3, 4, 28, 28)
+    with torch.no_grad():
+        assert m(x).shape == (2, 7)
+        m.reset_classifier(0)  # features only
+        assert m.head is None and m.fc_norm is None
+        torch.testing.assert_close(m(x), m.encode_video(x).pooled)
+        m.reset_classifier(5, head="ap")  # and another head type
+        assert m(x).shape == (2, 5) and m.extra_mlp is not None
+    with pytest.raises(ConfigError, match="num_classes"):
+        m.reset_classifier(-1)
+
+
+def test_reset_classifier_keeps_device_dtype_and_round_trips(tmp_path):
+    import internvideo2
+
+    vis = vision_config("tiny", num_frames=4, img_size=28)
+    m = InternVideo2Classifier(ClassifierConfig(vision=vis, num_classes=3)).to(torch.bfloat16).eval()
+    m.reset_classifier(4)
+    assert m.head.weight.dtype == torch.bfloat16
+    m = m.float()
+    internvideo2.save_pretrained(m, tmp_path / "c")
+    back = internvideo2.load_model(tmp_path / "c")
+    x = torch.randn(1, 3, 4, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))

@@ -26,16 +26,8 @@ from internvideo2.data.synth import (
     reverse_spec,
     sample_clip_spec,
 )
-from internvideo2.data.synth_world import (
-    CLASS_BY_NAME,
-    COLOURS,
-    SHAPES,
-    caption_key,
-    clip_beats,
-    make_captions,
-    make_mc_options,
-    make_qa,
-)
+from internvideo2.data.synth_language import caption_key, clip_beats, make_captions, make_mc_options, make_qa
+from internvideo2.data.synth_world import CLASS_BY_NAME, COLOURS, SHAPES
 from internvideo2.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

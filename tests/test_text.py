@@ -121,7 +121,8 @@ def test_stage2_itm(stage2):
 
 def test_tokenizer_reproduces_fixture_ids():
     man, _, t = _fixture("stage2_visual_full")
-    tok = TextTokenizer(default_vocab_path(), max_length=16)  # official: [CLS] tokens, no [SEP]
+    # official: [CLS] tokens, no [SEP]; the length is the fixture's (its max_txt_l)
+    tok = TextTokenizer(default_vocab_path(), max_length=t["input.input_ids"].shape[1])
     out = tok(man["captions"])
     assert out["input_ids"].dtype == out["attention_mask"].dtype == torch.int64
     assert torch.equal(out["input_ids"], t["input.input_ids"])

@@ -20,6 +20,7 @@ import torch
 from conftest import asset
 
 from internvideo2.data import video as V
+from internvideo2.data import video_meta as VM
 from internvideo2.data.sampling import SAMPLE_POLICIES, get_frame_indices, sample_indices
 from internvideo2.data.transforms import resize, to_tchw
 from internvideo2.data.video import (
@@ -297,9 +298,9 @@ def test_one_container_per_call_gives_the_same_frames(rel, caplog):
     ref = read_frames(p, [0, 1, n // 2, n - 1], meta=m, strategy="sequential")
     caplog.set_level("DEBUG", logger="internvideo2.data.video")
     for strategy in ("auto", "seek", "sequential"):
-        V._SCAN_CACHE.clear()
+        VM._SCAN_CACHE.clear()
         assert torch.equal(read_frames(p, [0, 1, n // 2, n - 1], strategy=strategy), ref), strategy
-    V._SCAN_CACHE.clear()
+    VM._SCAN_CACHE.clear()
     frames, idx, _ = read_clip(p, 4, "middle", start_s=m.duration / 2)
     assert torch.equal(frames, read_frames(p, idx, meta=m, strategy="sequential"))
     assert not [r for r in caplog.records if "gave up" in r.getMessage()]  # no silent slow path

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import AnnotationError, ConfigError, MediaError
 from ..utils.io import atomic_path, write_text
+from .synth_language import caption_key, make_captions, make_mc_options, make_qa
 from .synth_render import render_audio, render_frames
 from .synth_world import (
     CLASS_BY_NAME,
@@ -45,11 +46,7 @@ from .synth_world import (
     HELDOUT_PAIRS,
     SPLITS,
     ClipSpec,
-    caption_key,
     is_heldout_combo,
-    make_captions,
-    make_mc_options,
-    make_qa,
     reverse_spec,
     sample_clip_spec,
 )

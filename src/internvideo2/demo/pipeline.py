@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..utils.io import write_text
 
 log = logging.getLogger("internvideo2.demo")
 
@@ -118,7 +119,7 @@ class Demo:
         summary = Trainer(cfg).fit()
         seconds = time.perf_counter() - t
         self.timings[label] = seconds
-        done.write_text(json.dumps({"config": fingerprint, "seconds": seconds}))
+        write_text(done, json.dumps({"config": fingerprint, "seconds": seconds}))
         log.info("[%s] done in %.0f s: %s", label, seconds, {k: round(v, 4) for k, v in summary["final"].items()
                                                             if k.startswith("loss")})
         return summary

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..utils.io import write_text
+
 SCORER_TEXT = {"sim": "cosine of the projected features", "dsl": "dual softmax (transductive over the test set)",
                "match": "ITM head re-ranks each query's top 16 by cosine"}
 
@@ -380,9 +382,9 @@ def write_report(demo) -> dict:
         logging.getLogger("internvideo2.demo").exception("plotting failed: %s", e)
         files = {}
     m["plots"] = files
-    (demo.out / "metrics.json").write_text(json.dumps(m, indent=2))
+    write_text(demo.out / "metrics.json", json.dumps(m, indent=2))
     text = _markdown(demo, m, files)
-    (demo.out / "report.md").write_text(text)
+    write_text(demo.out / "report.md", text)
     summary = _summary_text(demo, m)
     return {"metrics": m, "summary_text": summary}
 

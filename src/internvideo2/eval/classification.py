@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.io import write_text
 from .metrics import aggregate_views, mean_class_accuracy, topk_accuracy, views_label
 
 
@@ -173,7 +174,6 @@ class ClassificationCLI:
     @staticmethod
     def run_cli(args) -> int:
         import json
-        from pathlib import Path
 
         from ..checkpoint.loader import load_model
         from ..data.annotations import read_classification
@@ -193,5 +193,5 @@ class ClassificationCLI:
         text = json.dumps(res, indent=2)
         print(text)
         if args.out:
-            Path(args.out).write_text(text)
+            write_text(args.out, text)
         return 0

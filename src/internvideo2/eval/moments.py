@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from internvideo2.errors import AnnotationError, ConfigError
-from internvideo2.eval.tal import interpolated_ap
+from internvideo2.eval.matching import greedy_match, interpolated_ap
+from internvideo2.utils.io import write_text
 
 #: mAP / R1 IoU thresholds: 0.5:0.05:0.95 rounded to 2 decimals, as the reference rounds them.
 IOU_THRESHOLDS = tuple(float(f"{e:.2f}") for e in np.linspace(0.5, 0.95, 10))
@@ -100,15 +101,7 @@ def query_average_precision(gt_windows: np.ndarray, pred_windows: np.ndarray, pr
     locked = np.zeros((n_t, n_g), dtype=bool)
     tp = np.zeros((n_t, len(order)))
     for r in range(len(order)):
-        iou = iou_all[r]
-        srt = iou.argsort()[::-1]
-        ok = ~(iou[srt][None, :] < thr[:, None])
-        ok &= np.logical_and.accumulate(ok, axis=1)
-        ok &= ~locked[:, srt]
-        hit = ok.any(axis=1)
-        first = ok.argmax(axis=1)
-        for t in np.flatnonzero(hit):
-            locked[t, srt[first[t]]] = True
+        hit = greedy_match(iou_all[r], thr, locked, np.arange(n_g))
         tp[hit, r] = 1
     tp_c = np.cumsum(tp, axis=1)
     fp_c = np.cumsum(1 - tp, axis=1)
@@ -415,5 +408,5 @@ def run_cli(args) -> int:
     print(format_table(res))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
+        write_text(args.output, json.dumps(res, indent=2) + "\n")
     return 0

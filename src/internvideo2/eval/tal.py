@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from internvideo2.errors import AnnotationError, ConfigError
+from internvideo2.eval.matching import greedy_match, interpolated_ap
+from internvideo2.utils.io import write_text
 
 log = logging.getLogger("internvideo2.eval.tal")
 
@@ -63,16 +65,6 @@ def segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         return inter.astype(float) / union
 
 
-def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
-    """VOC-2011 interpolated AP: area under the precision envelope (max precision at recall >= r),
-    summed over the recall steps, with the curve closed at recall 0 and 1."""
-    p = np.concatenate([[0.0], precision, [0.0]])
-    r = np.concatenate([[0.0], recall, [1.0]])
-    p = np.maximum.accumulate(p[::-1])[::-1]        # envelope from the right
-    step = np.flatnonzero(r[1:] != r[:-1]) + 1
-    return float(np.sum((r[step] - r[step - 1]) * p[step]))
-
-
 def average_precision_detection(gt: Detections, pred: Detections,
                                 tiou_thresholds: Sequence[float] = TIOU_ACTIVITYNET) -> np.ndarray:
     """AP ``[T]`` (fractions) of one class: ``gt`` and ``pred`` hold only that class's rows.
@@ -101,18 +93,7 @@ def average_precision_detection(gt: Detections, pred: Detections,
         if rows is None:
             fp[:, rank] = 1
             continue
-        iou = segment_iou(pred.segments[p], gt.segments[rows])
-        srt = iou.argsort()[::-1]                      # best tIoU first (NaN first, like the reference)
-        cand = rows[srt]
-        # The reference walks this list and stops at the first tIoU below the threshold, skipping
-        # ground truths already taken; `~(x < t)` keeps its treatment of NaN.
-        ok = ~(iou[srt][None, :] < thr[:, None])       # [T, G]
-        ok &= np.logical_and.accumulate(ok, axis=1)
-        ok &= ~locked[:, cand]
-        hit = ok.any(axis=1)
-        first = ok.argmax(axis=1)
-        for t in np.flatnonzero(hit):
-            locked[t, cand[first[t]]] = True
+        hit = greedy_match(segment_iou(pred.segments[p], gt.segments[rows]), thr, locked, rows)
         tp[hit, rank] = 1
         fp[~hit, rank] = 1
     tp_c = np.cumsum(tp, axis=1)
@@ -358,5 +339,5 @@ def run_cli(args) -> int:
     print(format_table(res))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(res, indent=2) + "\n")
+        write_text(args.output, json.dumps(res, indent=2) + "\n")
     return 0

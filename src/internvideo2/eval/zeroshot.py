@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..utils.io import write_text
 
 
 def vision_cfg(model):
@@ -142,7 +143,7 @@ def _finish(res: dict, out: str | None) -> int:
     print(text)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
+        write_text(out, text)
     return 0
 
 

@@ -8,13 +8,15 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .config import ClassifierConfig, PretrainConfig, TeacherConfig
-from .layers import DECODERS, Mlp, MLPDecoder, trunc_normal_
+from .layers import DECODERS, Mlp, MLPDecoder, init_vit_weights
 from .pos_embed import resample_pos_embed
 from .vision import VisionTransformer
 
@@ -32,16 +34,28 @@ class InternVideo2Classifier(VisionTransformer):
     def __init__(self, cfg: ClassifierConfig):
         super().__init__(cfg.vision, _init=False)
         self.config = cfg
-        D = cfg.vision.clip_embed_dim
         if cfg.vision.attn_pool_heads == 0:
             raise ValueError("the classifier needs the attention-pool projector (attn_pool_heads > 0)")
+        self._build_head()
+        self.reset_parameters()
+
+    def _build_head(self) -> None:
+        """The modules after the attention pool, per ``config.head`` / ``num_classes`` (official names)."""
+        cfg = self.config
+        D = cfg.vision.clip_embed_dim
+        for name in ("down", "down_norm"):  # the cat head's, rebuilt by _head_width when needed
+            if name in self._modules:
+                del self._modules[name]
         self.extra_mlp = (nn.Sequential(nn.LayerNorm(D), Mlp(D, 4 * D, act="gelu"))
                           if cfg.head == "ap" and cfg.num_classes else None)
         self.fc_norm = nn.LayerNorm(D, eps=1e-5) if cfg.num_classes else None
         self.head_drop = nn.Dropout(cfg.fc_drop_rate)
         self.merge = cfg.merge_method if cfg.head == "cat" and cfg.num_classes else "proj"
         self.head = nn.Linear(self._head_width(), cfg.num_classes) if cfg.num_classes else None
-        self.reset_parameters()
+
+    def _head_modules(self) -> list[nn.Module]:
+        return [m for m in (self.extra_mlp, self.fc_norm, getattr(self, "down", None),
+                            getattr(self, "down_norm", None), self.head) if m is not None]
 
     def _head_width(self) -> int:
         """Head input width; for the ``cat`` head also builds ``down`` and ``down_norm`` (official names)."""
@@ -79,6 +93,12 @@ class InternVideo2Classifier(VisionTransformer):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         super().reset_parameters()
+        self._init_head()
+
+    @torch.no_grad()
+    def _init_head(self) -> None:
+        """The head's part of the official init, after the generic ViT init: the AP head's residual MLP starts
+        at zero and the classifier is scaled by ``init_scale``."""
         if self.extra_mlp is not None:
             nn.init.zeros_(self.extra_mlp[1].fc2.weight)
             nn.init.zeros_(self.extra_mlp[1].fc2.bias)
@@ -105,15 +125,21 @@ class InternVideo2Classifier(VisionTransformer):
             merged = torch.cat([merged, self.fc_norm(pooled)], dim=1)
         return self.head(self.head_drop(merged))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head (e.g. to fine-tune on a new label set)."""
-        D = self.cfg.clip_embed_dim
-        self.config.num_classes = num_classes
-        self.head = nn.Linear(D, num_classes).to(self.fc_norm.weight.device)
-        trunc_normal_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+    def reset_classifier(self, num_classes: int, head: str | None = None) -> None:
+        """Replace everything after the attention pool for ``num_classes`` classes (0: the model returns the
+        pooled feature ``[B, clip_embed_dim]``), with ``head`` (``linear`` / ``ap`` / ``cat``; default: the
+        current one). The new modules are initialised as in a fresh model; the backbone and the attention
+        pool keep their weights. ``config`` is updated, so the model saves and reloads as it now is."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ConfigError("num_classes", f"must be an integer >= 0, got {num_classes!r}")
+        ref = next(self.clip_projector.parameters())  # the new head lives where (and as) the model does
+        self.config = dataclasses.replace(self.config, num_classes=num_classes, head=head or self.config.head)
+        self._build_head()
         with torch.no_grad():
-            self.head.weight.mul_(self.config.init_scale)
+            init_vit_weights(nn.ModuleList(self._head_modules()))
+            self._init_head()
+        for m in self._head_modules():
+            m.to(device=ref.device, dtype=ref.dtype)
 
 
 @dataclass

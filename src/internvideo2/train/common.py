@@ -276,7 +276,7 @@ class DataOptions:
             if v is not None and v < 1:
                 raise ConfigError(name, f"must be >= 1, got {v}")
 
-    def resolved(self, output_dir: str | Path) -> "DataOptions":
+    def resolved(self, output_dir: str | Path) -> DataOptions:
         """``synthetic: true`` applied: the synthetic corpus with its small default sizes under
         ``<output_dir>/synth``."""
         if not self.synthetic:
