@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # A CPU build of torch; override e.g. TORCH_SPEC='torch==2.13.0' or point pip at another index.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 $(BIN)/internvideo2: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# style and the layer contracts (pyproject.toml: [tool.ruff], [tool.importlinter]); CI runs it before the tests
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

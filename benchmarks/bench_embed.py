@@ -61,7 +61,8 @@ def make_clips(folder: Path, n: int, frames: int, size: int) -> list[str]:
 def decode_only(videos, settings, spec, workers, timeout=60.0):
     """Iterate the embed DataLoader without a model; returns (seconds, items, batches kept in memory)."""
     t0 = time.perf_counter()
-    stream = PacketStream(make_groups(list(range(len(videos))), videos, 0, settings.batch_size), settings, spec, timeout)
+    stream = PacketStream(make_groups(list(range(len(videos))), videos, 0, settings.batch_size), settings, spec,
+                          timeout)
     batches, n = [], 0
     for pk in make_loader(stream, workers):
         if pk["items"]:

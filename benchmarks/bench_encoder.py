@@ -181,7 +181,8 @@ def main(argv=None) -> int:
                        # the naive path's N^2 attention matrices are page-faulted in afresh under glibc malloc:
                        # a caching allocator (LD_PRELOAD=libjemalloc) makes that path much faster, not ours
                        "allocator": os.environ.get("LD_PRELOAD") or "default",
-                       "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()},
+                       "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                       else platform.processor())},
            "matmul_gflops": rate, "precision": args.dtype, "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

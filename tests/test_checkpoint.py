@@ -76,7 +76,8 @@ def test_drop_and_allow_missing_are_explicit_and_checked(tiny):
     target = create_model("tiny", "classifier", num_classes=3)
     sd = tiny.state_dict()
     rep = load_state_dict_strict(target, sd, drop=["head.*"], allow_missing=["head.*"])
-    assert list(rep.dropped) == ["head.weight", "head.bias"] and list(rep.newly_initialised) == ["head.weight", "head.bias"]
+    assert (list(rep.dropped) == ["head.weight", "head.bias"]
+            and list(rep.newly_initialised) == ["head.weight", "head.bias"])
     with pytest.raises(CheckpointError, match="matches no key"):
         load_state_dict_strict(target, sd, drop=["head.*", "decoder.*"], allow_missing=["head.*"])
 

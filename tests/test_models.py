@@ -80,8 +80,10 @@ def test_sincos_table_layout():
     tok = t[1:].view(2, 2, 3, 32)
     # temporal part depends only on t; column part only on j; row part only on i
     assert torch.allclose(tok[:, 0, 0, :8], tok[:, 1, 2, :8])
-    assert torch.allclose(tok[0, :, 1, 8:20], tok[1, :, 1, 8:20]) and torch.allclose(tok[0, 0, 1, 8:20], tok[0, 1, 1, 8:20])
-    assert torch.allclose(tok[0, 1, :, 20:], tok[1, 1, :, 20:]) and not torch.allclose(tok[0, 0, 0, 20:], tok[0, 1, 0, 20:])
+    assert (torch.allclose(tok[0, :, 1, 8:20], tok[1, :, 1, 8:20])
+            and torch.allclose(tok[0, 0, 1, 8:20], tok[0, 1, 1, 8:20]))
+    assert (torch.allclose(tok[0, 1, :, 20:], tok[1, 1, :, 20:])
+            and not torch.allclose(tok[0, 0, 0, 20:], tok[0, 1, 0, 20:]))
 
 
 def test_runtime_resampling_equals_load_time_resampling():

@@ -171,12 +171,13 @@ def test_demo_stage2_is_bitwise_reproducible_in_one_process(tmp_path):
     for i in range(2):
         cb = FirstGradients()
         cfg = load_config(recipe, [f"output_dir={tmp_path / f'run{i}'}", f"data.options.synth_dir={tmp_path / 'synth'}",
-                                   "data.options.synth_train=64", "data.options.synth_heldout=8", "model.pretrained=null",
-                                   "train.eval_every_n_steps=0", "log.progress=false", "log.tensorboard=false",
-                                   "log.plot=false"])
+                                   "data.options.synth_train=64", "data.options.synth_heldout=8",
+                                   "model.pretrained=null", "train.eval_every_n_steps=0", "log.progress=false",
+                                   "log.tensorboard=false", "log.plot=false"])
         with pytest.raises(Stop):
             Trainer(cfg, callbacks=[cb]).fit()
-        assert (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory) == before
+        assert (torch.are_deterministic_algorithms_enabled(),
+                torch.utils.deterministic.fill_uninitialized_memory) == before
         runs.append(cb.grads)
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) > 100
     differ = [n for n in runs[0] if not torch.equal(runs[0][n], runs[1][n])]

@@ -14,7 +14,8 @@ REQUIRED = {"stage1": {"random_teachers": True}, "distill": {"random_teachers": 
 
 def _cfg(task: str, tmp_path, task_options=None, data=None, overrides=None, preset="tiny"):
     return config_from_dict({
-        "output_dir": str(tmp_path), "task": {"name": task, "options": {**REQUIRED.get(task, {}), **(task_options or {})}},
+        "output_dir": str(tmp_path),
+        "task": {"name": task, "options": {**REQUIRED.get(task, {}), **(task_options or {})}},
         "model": {"preset": preset, "overrides": overrides or {}},
         "data": {"options": {"synthetic": True, **(data or {})}},
         "train": {"global_batch_size": 2, "max_steps": 1},

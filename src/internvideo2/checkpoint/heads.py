@@ -33,7 +33,8 @@ def slice_k710_head(state_dict: dict[str, torch.Tensor], num_classes: int, prefi
     :func:`k710_rows` (``prefix`` e.g. ``"module."``)."""
     w, b = state_dict.get(prefix + "head.weight"), state_dict.get(prefix + "head.bias")
     if w is None or w.shape[0] != 710:
-        raise ConfigError("head", f"a 710-row head is needed, the checkpoint has {None if w is None else tuple(w.shape)}")
+        raise ConfigError("head",
+                          f"a 710-row head is needed, the checkpoint has {None if w is None else tuple(w.shape)}")
     rows = torch.tensor(k710_rows(num_classes))
     out = dict(state_dict)
     out[prefix + "head.weight"] = w[rows].clone()

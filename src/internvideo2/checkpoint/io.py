@@ -336,7 +336,7 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], *, 
             expected[k].copy_(v)
             report.loaded.append(k)
     if report.newly_initialised:
-        log.warning("%s: %d keys keep their RANDOM initialisation (not in the source): %s", where, len(report.newly_initialised),
-                    _short(list(report.newly_initialised), 12))
+        log.warning("%s: %d keys keep their RANDOM initialisation (not in the source): %s", where,
+                    len(report.newly_initialised), _short(list(report.newly_initialised), 12))
     log.info(report.summary())
     return report

@@ -98,9 +98,11 @@ OFFICIAL_CLASSES: dict[str, OfficialFormat] = {
     "single_modality/models/internvideo2.py :: InternVideo2": OfficialFormat(
         "classifier", classifier_config_from_official, strip=("module.", "backbone.", "encoder.")),
     "single_modality/models/internvideo2_ap.py :: InternVideo2": OfficialFormat(
-        "classifier", lambda kw: classifier_config_from_official(kw, head="ap"), strip=("module.", "backbone.", "encoder.")),
+        "classifier", lambda kw: classifier_config_from_official(kw, head="ap"),
+        strip=("module.", "backbone.", "encoder.")),
     "single_modality/models/internvideo2_cat.py :: InternVideo2": OfficialFormat(
-        "classifier", lambda kw: classifier_config_from_official(kw, head="cat"), strip=("module.", "backbone.", "encoder.")),
+        "classifier", lambda kw: classifier_config_from_official(kw, head="cat"),
+        strip=("module.", "backbone.", "encoder.")),
     "single_modality/models/internvideo2_pretrain.py :: PretrainInternVideo2": OfficialFormat(
         "pretrain", lambda kw: pretrain_config_from_official(kw, with_mae=True), strip=("module.",)),
     "single_modality/models/internvideo2_distill.py :: DistInternVideo2": OfficialFormat(

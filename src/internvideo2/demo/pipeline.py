@@ -141,7 +141,8 @@ class Demo:
         cfg = load_config(self.cfg_dir / "stage2.yaml", self.overrides("stage2", {}))
         synth_corpus(get_task(cfg.task.name).data_options(cfg))
         self.timings["synthetic world"] = time.perf_counter() - t
-        meta = json.loads((self.synth / "heldout_meta.json").read_text()) if (self.synth / "heldout_meta.json").is_file() else {}
+        meta = (json.loads((self.synth / "heldout_meta.json").read_text())
+                if (self.synth / "heldout_meta.json").is_file() else {})
         self.results["world"] = {"train_clips": len(json.loads((self.synth / "train.json").read_text())),
                                  "heldout_clips": len(json.loads((self.synth / "heldout.json").read_text())),
                                  "heldout_caption_uniqueness": meta.get("caption_uniqueness_first_100")
@@ -202,14 +203,16 @@ class Demo:
                                                       self.synth / "classes.json")
                 res["mc"] = mc_from_files(model, self.synth / "heldout_mc.json", self.synth, num=n_ret)
                 if not probe_videos:
-                    probe_videos["train"] = load_videos([str(self.synth / r["video"]) for r in train[:n_probe_train]], model)
+                    probe_videos["train"] = load_videos([str(self.synth / r["video"]) for r in train[:n_probe_train]],
+                                                        model)
                     probe_videos["held"] = load_videos([str(self.synth / r["video"]) for r in held], model)
                 res.update(frozen_probes(model, probe_videos, [r["label"] for r in train[:n_probe_train]],
                                          [r["label"] for r in held]))
                 out[arm][seed] = res
                 log.info("[eval] %s seed %d: t2v R@1 sim %.1f dsl %.1f match %.1f | zero-shot top1 %.1f | probe "
                          "linear %.1f head %.1f attentive %.1f", arm, seed, res["retrieval"]["sim"]["t2v_r1"],
-                         res["retrieval"]["dsl"]["t2v_r1"], res["retrieval"].get("match", {}).get("t2v_r1", float("nan")),
+                         res["retrieval"]["dsl"]["t2v_r1"],
+                         res["retrieval"].get("match", {}).get("t2v_r1", float("nan")),
                          res["zeroshot"]["top1"], res["linear_probe"]["top1"], res["linear_probe_head"]["top1"],
                          res["attentive_probe"]["top1"])
         self.timings["evaluation"] = time.perf_counter() - t

@@ -27,7 +27,8 @@ def _num(value, split: str, items: int, scorer: str | None = None, **extra) -> d
 
 
 def _stats(values: list[float]) -> dict:
-    return {"mean": round(statistics.fmean(values), 3), "std": round(statistics.pstdev(values), 3) if len(values) > 1 else 0.0,
+    return {"mean": round(statistics.fmean(values), 3),
+            "std": round(statistics.pstdev(values), 3) if len(values) > 1 else 0.0,
             "min": round(min(values), 3), "max": round(max(values), 3), "values": [round(v, 3) for v in values]}
 
 
@@ -58,17 +59,21 @@ def build_metrics(demo) -> dict:
             allc = r["retrieval_all_captions"]
             for scorer in ("sim", "dsl", "match"):
                 if scorer in allc:
-                    e[f"retrieval_all_captions/{scorer}/t2v_r1"] = _num(allc[scorer]["t2v_r1"], "heldout", allc["num_videos"],
-                                                                        scorer, queries=f"all {allc['num_texts']} captions")
+                    e[f"retrieval_all_captions/{scorer}/t2v_r1"] = _num(allc[scorer]["t2v_r1"], "heldout",
+                                                                        allc["num_videos"], scorer,
+                                                                        queries=f"all {allc['num_texts']} captions")
             z = r["zeroshot"]
-            e["zeroshot/top1"] = _num(z["top1"], "heldout", z["num_videos"], f"{z['mode']} over {z['num_templates']} prompts",
+            e["zeroshot/top1"] = _num(z["top1"], "heldout", z["num_videos"],
+                                      f"{z['mode']} over {z['num_templates']} prompts",
                                       chance=round(z["chance_top1"], 3))
             e["zeroshot/mean_class_accuracy"] = _num(z["mean_class_accuracy"], "heldout", z["num_videos"], z["mode"])
             mc = r["mc"]
-            e["mc/accuracy"] = _num(mc["accuracy"], "heldout", mc["num_items"], "cosine, 5 options", chance=round(mc["chance"], 3))
+            e["mc/accuracy"] = _num(mc["accuracy"], "heldout", mc["num_items"], "cosine, 5 options",
+                                    chance=round(mc["chance"], 3))
             for key, (_, scorer) in PROBES.items():
                 lp = r[key]
-                e[f"{key}/top1"] = _num(lp["top1"], "heldout", lp["num_test"], f"{scorer}, {lp['num_train']} training clips")
+                e[f"{key}/top1"] = _num(lp["top1"], "heldout", lp["num_test"],
+                                        f"{scorer}, {lp['num_train']} training clips")
             e["curve"] = r["curve"]
             e["final_losses"] = {k: round(float(v), 4) for k, v in r["final_losses"].items()}
             m["stage2"][arm][str(seed)] = e
@@ -86,7 +91,8 @@ def build_metrics(demo) -> dict:
             margin = sa["mean"] - sb["mean"]
             # with one seed there is no spread to beat: the claim is not evaluated
             beyond = bool(margin > spread) if len(seeds) > 1 else None
-            comp[key] = {"stage1_init": sa, "scratch": sb, "margin": round(margin, 3), "spread_over_seeds": round(spread, 3),
+            comp[key] = {"stage1_init": sa, "scratch": sb, "margin": round(margin, 3),
+                         "spread_over_seeds": round(spread, 3),
                          "stage1_better_beyond_spread": beyond, "seeds": seeds}
         m["comparison"] = comp
     head = m["stage2"]["stage1"][str(seeds[0])]
@@ -94,9 +100,11 @@ def build_metrics(demo) -> dict:
     if "finetune" in demo.results:
         ev = demo.results["finetune"]["summary_eval"]
         n_eval = demo.results["world"]["heldout_clips"]
-        m["finetune"] = {"top1": _num(ev["eval/top1"], "heldout", n_eval, "multi-view test, softmax averaged over views"),
+        m["finetune"] = {"top1": _num(ev["eval/top1"], "heldout", n_eval,
+                                      "multi-view test, softmax averaged over views"),
                          "top5": _num(ev["eval/top5"], "heldout", n_eval, "multi-view test"),
-                         "mean_class_accuracy": _num(ev["eval/mean_class_accuracy"], "heldout", n_eval, "multi-view test"),
+                         "mean_class_accuracy": _num(ev["eval/mean_class_accuracy"], "heldout", n_eval,
+                                                     "multi-view test"),
                          "model": demo.results["finetune"]["model"], "init": demo.results["finetune"]["init"],
                          "linear_probe_same_encoder_top1": head["linear_probe/top1"]}
     m["targets"] = _targets(m)
@@ -126,9 +134,11 @@ def _targets(m: dict) -> dict:
     if "comparison" in m:
         for key in ("retrieval/sim/t2v_r1", "linear_probe/top1"):
             if key in m["comparison"] and m["comparison"][key]["stage1_better_beyond_spread"] is not None:
-                t[f"stage-1 init beats scratch beyond the seed spread: {key}"] = m["comparison"][key]["stage1_better_beyond_spread"]
+                t[f"stage-1 init beats scratch beyond the seed spread: {key}"] = (
+                    m["comparison"][key]["stage1_better_beyond_spread"])
     if "finetune" in m:
-        t["fine-tuned top-1 beats the linear probe"] = m["finetune"]["top1"]["value"] > m["finetune"]["linear_probe_same_encoder_top1"]["value"]
+        t["fine-tuned top-1 beats the linear probe"] = (m["finetune"]["top1"]["value"]
+                                                        > m["finetune"]["linear_probe_same_encoder_top1"]["value"])
     t["whole demo <= 25 min"] = m["demo"]["total_minutes"] <= 25.0
     return t
 
@@ -184,7 +194,8 @@ def _limits(m: dict) -> list[str]:
                  "and so carries appearance, not motion; 150 stage-2 steps do not retrain it, while a freshly "
                  "initialised pool learns what the captions say from the start."
                  + (" The backbone's tokens, which stage 1 trains, probe better after it (linear probe "
-                    f"{comp['linear_probe/top1']['margin']:+.1f} points)." if comp.get("linear_probe/top1", {}).get("margin", 0) > 0 else ""))
+                    f"{comp['linear_probe/top1']['margin']:+.1f} points)."
+                    if comp.get("linear_probe/top1", {}).get("margin", 0) > 0 else ""))
     return ["## What this run did not achieve", "", *L, ""] if L else []
 
 
@@ -199,12 +210,14 @@ def _plots(demo, m: dict) -> dict[str, str]:
     files = {}
 
     def series(folder: Path, key: str = "loss"):
-        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()] if (folder / "metrics.jsonl").is_file() else []
+        rows = ([json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+                if (folder / "metrics.jsonl").is_file() else [])
         rows = [r for r in rows if key in r]
         return [r["step"] for r in rows], [r[key] for r in rows]
 
     # losses of every stage
-    panels = [("teacher 1: image CLIP", out / "clip_teacher", "loss"), ("teacher 2: video MAE", out / "mae_teacher", "loss"),
+    panels = [("teacher 1: image CLIP", out / "clip_teacher", "loss"),
+              ("teacher 2: video MAE", out / "mae_teacher", "loss"),
               ("stage 1: distillation", out / "stage1", "loss")]
     fig, axes = plt.subplots(1, 4 + ("finetune" in m), figsize=(4.2 * (4 + ("finetune" in m)), 3.4))
     for ax, (title, folder, key) in zip(axes, panels):
@@ -253,8 +266,9 @@ def _plots(demo, m: dict) -> dict[str, str]:
                 axes[1].bar(i + 0.2 * (2 * j - 1), c[arm]["mean"], width=0.38, color=color, alpha=0.6,
                             label=arm if i == 0 else None)
                 axes[1].plot([i + 0.2 * (2 * j - 1)] * len(c[arm]["values"]), c[arm]["values"], "k.")
-        axes[1].set_xticks(range(len(keys)), [k.replace("retrieval/", "R@1 ").replace("/t2v_r1", "").replace("/top1", " top-1")
-                                              for k in keys], fontsize=8)
+        axes[1].set_xticks(range(len(keys)),
+                           [k.replace("retrieval/", "R@1 ").replace("/t2v_r1", "").replace("/top1", " top-1")
+                            for k in keys], fontsize=8)
         axes[1].set_title("stage 2 from stage-1 weights vs from scratch (dots: seeds)")
         axes[1].legend()
     fig.tight_layout()
@@ -396,7 +410,8 @@ def _fmt(d: dict | None) -> str:
 def _summary_text(demo, m: dict) -> str:
     h = m["headline"]
     lines = [f"\ndemo finished in {m['demo']['total_minutes']:.1f} min -> {demo.out / 'report.md'}",
-             f"held-out text->video R@1 ({h['retrieval/sim/t2v_r1']['items']} clips): cosine {_fmt(h.get('retrieval/sim/t2v_r1'))}  "
+             f"held-out text->video R@1 ({h['retrieval/sim/t2v_r1']['items']} clips): "
+             f"cosine {_fmt(h.get('retrieval/sim/t2v_r1'))}  "
              f"dual-softmax {_fmt(h.get('retrieval/dsl/t2v_r1'))}  ITM {_fmt(h.get('retrieval/match/t2v_r1'))}",
              f"zero-shot top-1 {_fmt(h['zeroshot/top1'])} (chance {h['zeroshot/top1']['chance']:.1f})  "
              f"linear probe {_fmt(h['linear_probe/top1'])}"]
@@ -445,33 +460,39 @@ def _markdown(demo, m: dict, files: dict) -> str:
             L.append(f"| video→text R@1 | {h[k]['value']:.1f}% | {100 / h[k]['items']:.1f}% | {h[k]['items']} | "
                      f"{SCORER_TEXT[scorer]} |")
     z = h["zeroshot/top1"]
-    L.append(f"| zero-shot classification top-1 | **{z['value']:.1f}%** | {z['chance']:.1f}% | {z['items']} | {z['scorer']} |")
+    L.append(f"| zero-shot classification top-1 | **{z['value']:.1f}%** | {z['chance']:.1f}% | {z['items']} | "
+             f"{z['scorer']} |")
     mc = h["mc/accuracy"]
-    L.append(f"| multiple choice (caption vs 4 hard negatives) | {mc['value']:.1f}% | {mc['chance']:.0f}% | {mc['items']} | {mc['scorer']} |")
+    L.append(f"| multiple choice (caption vs 4 hard negatives) | {mc['value']:.1f}% | {mc['chance']:.0f}% | "
+             f"{mc['items']} | {mc['scorer']} |")
     for key, (what, _) in PROBES.items():
         lp = h[f"{key}/top1"]
         L.append(f"| {what} | {lp['value']:.1f}% | {100 / 14:.1f}% | {lp['items']} | {lp['scorer']} |")
     if "finetune" in m:
         f = m["finetune"]["top1"]
-        L.append(f"| fine-tuned, action classes | **{f['value']:.1f}%** | {100 / 14:.1f}% | {f['items']} | {f['scorer']} |")
+        L.append(f"| fine-tuned, action classes | **{f['value']:.1f}%** | {100 / 14:.1f}% | {f['items']} | "
+                 f"{f['scorer']} |")
     L += ["", "Full retrieval metrics (R@1/5/10, median and mean rank for every scorer) are in `metrics.json`; "
           "text queries are the first caption of each video. Over all four captions per video: "
           + ", ".join(f"{s} {h[f'retrieval_all_captions/{s}/t2v_r1']['value']:.1f}%" for s in ("sim", "dsl", "match")
                       if f"retrieval_all_captions/{s}/t2v_r1" in h) + ".", ""]
     if "comparison" in m:
         L += ["## Does stage 1 help? Stage 2 from stage-1 weights vs from scratch", "",
-              f"Same stage-2 recipe and budget; seeds {seeds} (a seed fixes the data order and the new weights of both arms). "
+              f"Same stage-2 recipe and budget; seeds {seeds} (a seed fixes the data order and the new weights "
+              "of both arms). "
               "The probes read frozen features of the 300 held-out clips after training on 1000 training clips: "
               "`linear_probe` the mean of the encoder's patch tokens (the backbone; MAE's linear-probe protocol), "
               "`linear_probe_head` the attention-pool output (the contrastive head's feature, before `vision_proj`), "
               "`attentive_probe` a new attention pool + linear head trained on the frozen tokens (the paper's "
               "protocol for frozen backbones).", "",
-              "| metric | from stage 1 (mean, per seed) | from scratch (mean, per seed) | margin | spread over seeds | beyond spread |",
+              "| metric | from stage 1 (mean, per seed) | from scratch (mean, per seed) | margin | spread over seeds "
+              "| beyond spread |",
               "|---|---|---|---|---|---|"]
         for k, c in m["comparison"].items():
             a, b = c["stage1_init"], c["scratch"]
             L.append(f"| {k} | {a['mean']:.1f} ({', '.join(f'{v:.1f}' for v in a['values'])}) | {b['mean']:.1f} "
-                     f"({', '.join(f'{v:.1f}' for v in b['values'])}) | {c['margin']:+.1f} | {c['spread_over_seeds']:.1f} | "
+                     f"({', '.join(f'{v:.1f}' for v in b['values'])}) | {c['margin']:+.1f} | "
+                     f"{c['spread_over_seeds']:.1f} | "
                      f"{ {True: 'yes', False: 'no', None: 'n/a (one seed)'}[c['stage1_better_beyond_spread']]} |")
         L.append("")
     if files.get("comparison"):
@@ -482,8 +503,8 @@ def _markdown(demo, m: dict, files: dict) -> str:
               f"![similarity matrix]({files['similarity']})", ""]
     if files.get("masking"):
         L += ["## Stage 1's masking", "", "The CLIP teacher's pooling attention (middle row) decides which 20% of the "
-              "student's tokens stay visible (bottom row); the student reconstructs both teachers' features from them.", "",
-              f"![masking example]({files['masking']})", ""]
+              "student's tokens stay visible (bottom row); the student reconstructs both teachers' features from them.",
+              "", f"![masking example]({files['masking']})", ""]
     L += _limits(m)
     L += ["## Time", "", "| stage | seconds |", "|---|---|"]
     L += [f"| {k} | {v:.0f} |" for k, v in m["demo"]["stage_seconds"].items()]
@@ -496,7 +517,8 @@ def _markdown(demo, m: dict, files: dict) -> str:
           "--num 100 --captions first --k-test 16",
           f"internvideo2 eval zeroshot-cls --model {h['model']} --data {demo.synth}/heldout.json --videos {demo.synth} "
           f"--classes {demo.synth}/classes.json",
-          f"internvideo2 eval mc --model {h['model']} --data {demo.synth}/heldout_mc.json --videos {demo.synth} --num 100"]
+          f"internvideo2 eval mc --model {h['model']} --data {demo.synth}/heldout_mc.json --videos {demo.synth} "
+          "--num 100"]
     if "finetune" in m:
         L.append(f"internvideo2 eval cls --model {m['finetune']['model']} --data {demo.synth}/heldout_cls.csv "
                  f"--videos {demo.synth} --clips 2 --crops 3")
@@ -504,19 +526,19 @@ def _markdown(demo, m: dict, files: dict) -> str:
           "- Sizes: the student is the `toy` preset (width 192, 6 blocks, patch 14) at 56 px and 4 frames (stage 1's "
           "MAE teacher sees 8 frames with tubelet 2, as the official 16-vs-8 split); LayerScale starts at 0.1 instead "
           "of the official 1e-5, which is tuned for 40-block models trained for days.",
-          "- The MiniLM text tower is mean-pooled (how it was trained; its [CLS] state is constant across captions), its "
-          "embeddings and three lowest layers are frozen, and VTM/MLM run on 16 of the 64 pairs of each step.",
-          "- Stage 2 masks 50% of the video tokens instead of the official 80%: at 4 frames x 16 patches, 80% leaves 13 "
-          "tokens per clip, too little signal for a few minutes of training (held-out R@1 fell from about 35% to 6% in "
-          "our calibration).",
+          "- The MiniLM text tower is mean-pooled (how it was trained; its [CLS] state is constant across captions), "
+          "its embeddings and three lowest layers are frozen, and VTM/MLM run on 16 of the 64 pairs of each step.",
+          "- Stage 2 masks 50% of the video tokens instead of the official 80%: at 4 frames x 16 patches, 80% leaves "
+          "13 tokens per clip, too little signal for a few minutes of training (held-out R@1 fell from about 35% to 6% "
+          "in our calibration).",
           "- No flips or crops: the captions name directions and places.",
           "- The CLIP teacher trains for 800 steps (about 2 minutes): how much stage 1 passes on grows with this "
           "teacher's strength (stage-1 arm, seed 0, in our calibration: 200 teacher steps gave held-out R@1 46, "
           "400 gave 50, 800 gave 58), while a motion-weighted MAE loss, other stage-1 mask ratios or a longer "
           "stage 1 changed nothing beyond single-seed noise.",
-          "- Hard-negative batches (`data.options.group_by: appearance`): each stage-2 batch is made of runs of 8 clips "
-          "of the same object (size, colour, shape), so VTC has to separate them by motion and order of events.",
-          "- Everything else follows the official recipe: random token masking of the video in stage 2, VTC over the batch with "
-          "shared-index positives, hard-negative VTM, MLM with 50% masking, attention-guided masking and 2 - 2cos "
-          "alignment in stage 1, layer-wise lr decay and label smoothing in fine-tuning.", ""]
+          "- Hard-negative batches (`data.options.group_by: appearance`): each stage-2 batch is made of runs of 8 "
+          "clips of the same object (size, colour, shape), so VTC has to separate them by motion and order of events.",
+          "- Everything else follows the official recipe: random token masking of the video in stage 2, VTC over the "
+          "batch with shared-index positives, hard-negative VTM, MLM with 50% masking, attention-guided masking and "
+          "2 - 2cos alignment in stage 1, layer-wise lr decay and label smoothing in fine-tuning.", ""]
     return "\n".join(L)

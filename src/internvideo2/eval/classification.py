@@ -163,7 +163,8 @@ class ClassificationCLI:
     @staticmethod
     def configure_cli(parser):
         parser.add_argument("--model", required=True, help="a classifier (saved folder or official checkpoint)")
-        parser.add_argument("--data", required=True, help="classification list (path,label CSV / Kinetics lines / JSON)")
+        parser.add_argument("--data", required=True,
+                            help="classification list (path,label CSV / Kinetics lines / JSON)")
         parser.add_argument("--videos", default=None, help="folder the list's paths are relative to")
         parser.add_argument("--clips", type=int, default=1, help="temporal views per video")
         parser.add_argument("--crops", type=int, default=1, help="spatial views per clip")

@@ -58,7 +58,8 @@ def _check_text_side(model) -> None:
 
 
 @torch.no_grad()
-def encode_videos(model, videos: Tensor | Iterable[Tensor], batch_size: int = 32, keep_tokens: bool = True) -> VideoBank:
+def encode_videos(model, videos: Tensor | Iterable[Tensor], batch_size: int = 32,
+                  keep_tokens: bool = True) -> VideoBank:
     """The video side of a video-text model (``model.encode_video``) over normalised videos ``[N, 3, T, H, W]``
     (unmasked, eval mode). Tokens are kept for ITM re-ranking when the model has an ITM head."""
     _check_text_side(model)

@@ -39,7 +39,8 @@ def load_videos(paths: Sequence[str], model, num_frames: int | None = None, batc
 
 
 def retrieval_from_files(model, annotation: str | Path, video_root: str | Path | None = None, *, num: int | None = None,
-                         captions: str = "all", k_test: int = 128, use_itm: bool = True, num_frames: int | None = None) -> dict:
+                         captions: str = "all", k_test: int = 128, use_itm: bool = True,
+                         num_frames: int | None = None) -> dict:
     """Text-video retrieval on an official retrieval JSON (``{"video", "caption": str | [str]}``).
 
     ``captions="all"``: every caption is a query (official); ``"first"``: only each video's first caption

@@ -99,7 +99,8 @@ class Stage2Config:
             self.text = BertConfig(**self.text)
         if self.text.encoder_width != self.vision.vision.embed_dim:
             raise ConfigError("text.encoder_width", f"{self.text.encoder_width} must equal the vision width "
-                                                    f"{self.vision.vision.embed_dim} (BERT cross-attends to vision tokens)")
+                                                    f"{self.vision.vision.embed_dim} "
+                                                    "(BERT cross-attends to vision tokens)")
         if self.text.fusion_layer >= self.text.num_hidden_layers and (self.loss_vtm or self.loss_mlm):
             raise ConfigError("text.fusion_layer", "VTM/MLM need at least one cross-attention layer")
         if not 0 <= self.freeze_text_layers <= self.text.fusion_layer:

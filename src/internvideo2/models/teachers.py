@@ -130,7 +130,8 @@ class ImageTextTeacher(EmbeddingModel, TokenizerMixin, nn.Module):
 
     def text_pooled(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The text tower's pooled feature ``[N, H]`` (before the projection)."""
-        return pool_text(self.text_encoder(input_ids, attention_mask, mode="text"), attention_mask, self.config.text_pool)
+        return pool_text(self.text_encoder(input_ids, attention_mask, mode="text"), attention_mask,
+                         self.config.text_pool)
 
     def text_features(self, input_ids: Tensor, attention_mask: Tensor, pooled: Tensor | None = None) -> Tensor:
         feat = self.text_pooled(input_ids, attention_mask) if pooled is None else pooled
@@ -240,7 +241,8 @@ class VideoMAETeacher(EmbeddingModel, nn.Module):
         pred = self.decoder_pred(self.decoder_norm(x[:, -n_mask:]))  # [B, N_mask, pixels]
         target = self.patchify(video)[mask].view(B, n_mask, -1)
         if self.config.norm_pix_loss:
-            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True, unbiased=True) + 1e-6).sqrt()
+            target = ((target - target.mean(-1, keepdim=True))
+                      / (target.var(-1, keepdim=True, unbiased=True) + 1e-6).sqrt())
         if self.config.motion_weight > 0:
             d = (video - video.mean(dim=2, keepdim=True)).abs()  # [B, 3, T, H, W] change over the clip
             d = d / d.mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)

@@ -8,7 +8,8 @@ Layout of ``checkpoint.dir``::
 
 Writing (:func:`internvideo2.utils.io.atomic_write`): the payload goes to a temporary file in the same
 folder, which is flushed and fsync'ed, then ``os.replace``'d to its final name, then the folder is fsync'ed;
-only then is ``latest`` rewritten the same way. A crash at any moment leaves ``latest`` naming a complete file (or absent before the first save).
+only then is ``latest`` rewritten the same way. A crash at any moment leaves ``latest`` naming a complete file
+(or absent before the first save).
 DeepSpeed checkpoints are folders (``step_XXXXXXXX/``) written under a temporary name and renamed.
 
 Payload (a dict of tensors and plain Python values): ``format``, ``step``, ``epoch``, ``step_in_epoch``,

@@ -129,7 +129,8 @@ BERT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def text_config(name: str, encoder_width: int, fusion_layer: int | None = None, field: str = "task.options.text_encoder"):
+def text_config(name: str, encoder_width: int, fusion_layer: int | None = None,
+                field: str = "task.options.text_encoder"):
     """BertConfig for ``minilm`` (the real MiniLM-L6 shipped on PyPI), ``bert_base``, ``bert_large``,
     ``bert_tiny`` or a folder/JSON file with a HF BERT config."""
     from ..models.text import BertConfig

@@ -23,8 +23,8 @@ Contract
   pure function of (seed, epoch); global step k of an epoch takes positions ``[k*G, (k+1)*G)`` of that
   epoch's permutation, split into contiguous per-(micro-step, rank) chunks, so a run on W ranks sees the
   same global batches as a run on one. Random augmentation must depend only on (seed, epoch, index): use
-  :func:`internvideo2.train.data.sample_generator`. If the dataset has ``set_epoch(epoch)`` the engine calls
-  it before each epoch's loader is created.
+  :func:`internvideo2.utils.seeding.derive_generator` ``(seed, epoch, index)``. If the dataset has
+  ``set_epoch(epoch)`` the engine calls it before each epoch's loader is created.
 * ``collate(samples)`` is optional (default: ``torch.utils.data.default_collate``). Batches are moved to
   the device by the engine (tensors inside dicts/lists/tuples).
 * ``training_step(model, batch, ctx)`` returns a dict of scalar tensors; ``"loss"`` is the objective for this

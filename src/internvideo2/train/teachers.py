@@ -198,7 +198,8 @@ class MAETeacherTask(Task):
         o, _, vis, _ = self.resolve(cfg)
         self.mask_type = o.mask_type
         enc = TeacherConfig(vision=vis, kind="videomae", return_layer=o.return_layer, return_interval=o.return_interval)
-        return VideoMAETeacher(VideoMAETeacherConfig(encoder=enc, decoder_dim=o.decoder_dim, decoder_depth=o.decoder_depth,
+        return VideoMAETeacher(VideoMAETeacherConfig(encoder=enc, decoder_dim=o.decoder_dim,
+                                                     decoder_depth=o.decoder_depth,
                                                      decoder_heads=o.decoder_heads, mask_ratio=o.mask_ratio,
                                                      norm_pix_loss=o.norm_pix_loss, motion_weight=o.motion_weight))
 

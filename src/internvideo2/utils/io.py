@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["tmp_name", "is_tmp_name", "fsync_dir", "commit", "atomic_path", "atomic_write", "write_bytes", "write_text", "write_json",
-           "clean_tmp", "jsonable"]
+__all__ = ["tmp_name", "is_tmp_name", "fsync_dir", "commit", "atomic_path", "atomic_write", "write_bytes", "write_text",
+           "write_json", "clean_tmp", "jsonable"]
 
 
 def tmp_name(path: str | os.PathLike) -> Path:
