@@ -25,8 +25,6 @@ from internvideo2.data.datasets import (
     VideoQADataset,
     VideoTextDataset,
     collate_skip_bad,
-    sample_rng,
-    sample_seed,
 )
 from internvideo2.data.transforms import build_eval_transform, build_train_transform
 from internvideo2.errors import ConfigError, InternVideo2Error
@@ -136,13 +134,15 @@ def test_sampler_padding_modes_partition_the_data():
         DistributedIndexSampler(n, 2, 2)
 
 
-def test_sample_seed_is_stable_and_independent_per_purpose():
-    # a fixed value: the seed must not depend on the process (no hash randomisation)
-    assert sample_seed(0, 0, 0) == sample_seed(0, 0, 0)
-    assert sample_seed(1, 2, 3, "frames") == 7509105716415537302
-    vals = {sample_seed(0, e, i, p) for e in range(3) for i in range(10) for p in ("frames", "caption")}
-    assert len(vals) == 60
-    assert sample_rng(0, 1, 2).random() == sample_rng(0, 1, 2).random()
+def test_sample_draws_follow_the_seed_rule(tmp_path):
+    """A dataset's per-sample stream is ``derive_rng(seed, epoch, index, purpose)`` (the package's one rule)."""
+    from internvideo2.utils.seeding import derive_rng
+
+    ds = ClipDataset.__new__(ClipDataset)
+    ds.seed, ds.epoch = 3, 2
+    assert ds.rng(5, "frames").random() == derive_rng(3, 2, 5, "frames").random()
+    assert ds.rng(5, "frames", epoch=7).random() == derive_rng(3, 7, 5, "frames").random()
+    assert ds.rng(5, "frames").random() != ds.rng(5, "caption").random()
 
 
 # --------------------------------------------------------------------------------------- video-text data

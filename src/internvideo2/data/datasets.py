@@ -2,7 +2,8 @@
 
 Determinism: nothing here uses the global RNG or the DataLoader worker RNG. Every random choice of a sample
 (frame indices, augmentation, caption choice, audio crop) comes from a ``random.Random`` derived from
-``(seed, epoch, index, purpose)`` (:func:`sample_rng`), so a sample is the same whichever worker or rank
+``(seed, epoch, index, purpose)`` (:func:`internvideo2.utils.seeding.derive_rng`, the package's one seed rule),
+so a sample is the same whichever worker or rank
 loads it, and a resumed run sees exactly the samples it would have seen. Call ``set_epoch`` on the dataset
 (and on the sampler) every epoch, or let :class:`DistributedIndexSampler` (``with_epoch=True``) pass the
 epoch along with every index, which also works with ``persistent_workers=True``.
@@ -17,7 +18,6 @@ DataLoader workers.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import ConfigError, MediaError
+from ..utils.seeding import derive_rng
 from .annotations import (
     Annotations,
     ClassificationRecord,
@@ -71,26 +72,12 @@ __all__ = [
     "collate_samples",
     "collate_skip_bad",
     "read_image",
-    "sample_rng",
-    "sample_seed",
 ]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # seeds and sampler
 # ---------------------------------------------------------------------------------------------------------
-
-
-def sample_seed(seed: int, epoch: int, index: Any, purpose: str = "") -> int:
-    """64-bit seed of one sample, a hash of ``(seed, epoch, index, purpose)``; stable across processes,
-    machines and Python versions (unlike ``hash()``)."""
-    h = hashlib.blake2b(f"{int(seed)}|{int(epoch)}|{index}|{purpose}".encode(), digest_size=8)
-    return int.from_bytes(h.digest(), "little")
-
-
-def sample_rng(seed: int, epoch: int, index: Any, purpose: str = "") -> random.Random:
-    """Independent ``random.Random`` for one sample and one purpose (``"frames"``, ``"transform"``, ...)."""
-    return random.Random(sample_seed(seed, epoch, index, purpose))
 
 
 def _dist_info(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -307,7 +294,7 @@ class ClipDataset(Dataset):
         self.epoch = int(epoch)
 
     def rng(self, index: int, purpose: str, epoch: int | None = None) -> random.Random:
-        return sample_rng(self.seed, self.epoch if epoch is None else epoch, index, purpose)
+        return derive_rng(self.seed, self.epoch if epoch is None else epoch, index, purpose)
 
     # -- item -----------------------------------------------------------------------------------------
 

@@ -30,8 +30,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import ConfigError, MediaError
 from ..utils.io import commit, tmp_name
+from ..utils.seeding import derive_rng
 from .audio import BEATS_TARGET_FRAMES, load_beats_fbank
-from .datasets import BadSample, _dist_info, _to_float_video, read_image, sample_rng
+from .datasets import BadSample, _dist_info, _to_float_video, read_image
 from .text import pre_text, sample_caption
 
 logger = logging.getLogger("internvideo2.data")
@@ -444,7 +445,7 @@ class ShardedVideoDataset(IterableDataset):
     # -- one sample -----------------------------------------------------------------------------------
 
     def _rng(self, sid: str, purpose: str) -> random.Random:
-        return sample_rng(self.seed, self.epoch, sid, purpose)
+        return derive_rng(self.seed, self.epoch, sid, purpose)
 
     def _make(self, key: str, shard: str, files: dict[str, bytes]):
         sid = f"{shard}/{key}"

@@ -7,38 +7,30 @@
 * :func:`grouped_permutation`: the same contract with hard-negative batches: runs of ``group_size``
   consecutive positions share a group key (e.g. the appearance of the main object), so a contrastive loss
   must separate samples that differ only in what the key does not fix (motion, order of events).
-* :func:`sample_generator`: a ``torch.Generator`` that is a pure function of (seed, epoch, index), for
-  per-sample augmentation that does not depend on worker processes or their RNG state.
+Orders are seeded by the package's one seed rule (:mod:`internvideo2.utils.seeding`): the permutation of epoch
+``e`` by ``derive_generator(seed, e, -1)``, the grouped one by ``derive_generator(seed, e, -2)``; per-sample
+augmentation uses ``derive_generator(seed, epoch, index)`` / ``derive_rng(seed, epoch, index, purpose)``, which
+do not depend on worker processes or their RNG state.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["GlobalBatchSampler", "sample_seed", "sample_generator", "epoch_permutation", "grouped_permutation",
+from internvideo2.utils.seeding import derive_generator
+
+__all__ = ["GlobalBatchSampler", "epoch_permutation", "grouped_permutation",
            "worker_init_fn"]
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed that is a pure function of (seed, epoch, index) (a hash, so neighbours decorrelate)."""
-    h = hashlib.blake2b(f"{int(seed)}/{int(epoch)}/{int(index)}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
-
-
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """CPU generator for the random augmentation of sample ``index`` in ``epoch``."""
-    return torch.Generator().manual_seed(sample_seed(seed, epoch, index))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
     """The epoch's sample order: ``[n]`` int64."""
     if not shuffle:
         return torch.arange(n)
-    g = torch.Generator().manual_seed(sample_seed(seed, epoch, -1))
+    g = derive_generator(seed, epoch, -1)
     return torch.randperm(n, generator=g)
 
 
@@ -48,7 +40,7 @@ def grouped_permutation(groups: Sequence[int], group_size: int, seed: int, epoch
     A pure function of (groups, group_size, seed, epoch). Returns ``[n]`` int64."""
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    g = torch.Generator().manual_seed(sample_seed(seed, epoch, -2))
+    g = derive_generator(seed, epoch, -2)
     ids = torch.as_tensor(list(groups), dtype=torch.long)
     runs: list[torch.Tensor] = []
     for gid in torch.unique(ids).tolist():  # sorted: the order does not depend on dict/set iteration

@@ -8,7 +8,8 @@ decay, weight-decay exclusions, FSDP2 units and activation checkpointing all app
 on the local batch.
 
 Sample ``i`` has class ``i % num_classes``; its inputs are the class prototypes plus noise drawn from
-``sample_generator(seed, epoch, i)``, so the data is a pure function of (seed, epoch, index).
+``derive_generator(seed, epoch, i)`` (the package's seed rule), so the data is a pure function of (seed,
+epoch, index).
 
 Options (``task.options``, :class:`ToyOptions`) also include test hooks: ``nan_at_steps`` makes the loss
 (``nan_in: loss``) or only the gradient (``nan_in: grad``) non-finite at those steps, on every rank or only
@@ -28,8 +29,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from internvideo2.errors import ConfigError
-from internvideo2.train.data import sample_generator
 from internvideo2.train.tasks import StepContext, Task, register_task
+from internvideo2.utils.seeding import derive_generator
 
 
 @dataclass
@@ -94,7 +95,7 @@ class ToyPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         label = i % self.c
-        g = sample_generator(self.seed, self.epoch, i)
+        g = derive_generator(self.seed, self.epoch, i)
         video = self.video_proto[label] + self.noise * torch.randn(self.video_proto.shape[1:], generator=g)
         text = self.text_proto[label] + self.noise * torch.randn(self.text_proto.shape[1:], generator=g)
         return {"video": video, "text": text, "label": torch.tensor(label), "index": torch.tensor(i)}

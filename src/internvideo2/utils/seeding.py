@@ -7,6 +7,15 @@ the draw, e.g. ``derive_seed(seed, epoch, index, "frames")`` or ``derive_seed(se
 (8-byte digest), and the digest read little-endian and cut to 63 bits (a valid seed for torch, numpy and
 ``random`` alike). A stream is therefore the same in every process, on every rank and machine and after a
 resume, and neighbouring coordinates give unrelated streams (unlike ``seed + index``).
+
+Conventions: the run seed comes first, then the coordinates from the coarsest to the finest, then a purpose
+word; only one part may contain ``/`` (e.g. a shard sample id), so that the joined string stays unambiguous.
+Users: ``derive_rng(seed, epoch, index, purpose)`` for a dataset sample (frames, transform, caption, audio),
+``derive_generator(seed, epoch, -1 | -2)`` for an epoch's order, ``derive_generator(seed, epoch, index)`` for
+generated samples, ``derive_generator(seed, step, rank, micro, purpose)`` for the draws of a training step
+(``train.common.step_generator``). The synthetic world's *content* (which clip has which objects) is part of
+its specification, not a stream of a run: it is seeded by numpy ``SeedSequence`` s of (seed, split, index) as
+docs/synthetic-world.md documents.
 """
 from __future__ import annotations
 
