@@ -181,7 +181,7 @@ def read_image(path: str | os.PathLike | bytes, *, timeout: float = 30.0) -> tor
 
     import av
 
-    from .video import MAX_PIXELS
+    from .video import MAX_PIXELS, SWS_THREADS
 
     label = str(path) if not isinstance(path, (bytes, bytearray)) else "<bytes>"
     if isinstance(path, (bytes, bytearray)):
@@ -215,7 +215,7 @@ def read_image(path: str | os.PathLike | bytes, *, timeout: float = 30.0) -> tor
             raise MediaError(label, "decode_failed", "no frame decoded")
         if time.monotonic() - t0 > timeout:
             raise MediaError(label, "timeout", f"decoding took more than {timeout:g} s")
-        return torch.from_numpy(frame.to_ndarray(format="rgb24")).unsqueeze(0)
+        return torch.from_numpy(frame.to_ndarray(format="rgb24", threads=SWS_THREADS)).unsqueeze(0)
     finally:
         container.close()
 

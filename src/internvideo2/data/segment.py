@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import ConfigError, MediaError
 from .video import (
     MAX_PIXELS,
+    SWS_THREADS,
     VideoMetadata,
     _av_msg,
     _check_deadline,
@@ -127,7 +128,7 @@ def _scores(path, analysis_size, step, timeout, meta, max_pixels):
                 _check_deadline(path, deadline, "scoring frames")
             if i % step:
                 continue
-            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA", threads=SWS_THREADS)
             hist, luma = _hsv_hist(rgb), _luma(rgb)
             if prev_hist is None:
                 sc = 0.0

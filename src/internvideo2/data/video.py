@@ -40,6 +40,7 @@ from ..errors import ConfigError, MediaError
 from .video_meta import (
     MAX_PIXELS,
     REASONS,
+    SWS_THREADS,
     VideoMetadata,
     _av_msg,
     _cached_scan,
@@ -127,10 +128,11 @@ def _convert(frame, out_hw: tuple[int, int], native_hw: tuple[int, int], interpo
     h, w = out_hw
     if (h, w) == native_hw and frame.height == h and frame.width == w:
         # unscaled conversion: identical to to_ndarray(format='rgb24') (and to decord's frames)
-        return frame.to_ndarray(format="rgb24")
+        return frame.to_ndarray(format="rgb24", threads=SWS_THREADS)
     if reformatter is None:
-        return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation)
-    return reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation=interpolation).to_ndarray()
+        return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=interpolation, threads=SWS_THREADS)
+    return reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation=interpolation,
+                                threads=SWS_THREADS).to_ndarray()
 
 
 class _Converter:

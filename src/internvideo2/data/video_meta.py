@@ -51,6 +51,10 @@ REASONS = {
 # Decoder threading: FFmpeg 'AUTO' = frame + slice threads; the thread count is chosen by
 # ``decoder_threads`` (thread_count 0 = FFmpeg's default, one per core).
 DECODE_THREAD_TYPE = "AUTO"
+# swscale's own slice threads, per conversion. One: the readers parallelise across frames themselves (the
+# converter pool), and slice threads created by swscale can deadlock a process forked from one that used
+# them (seen: a DataLoader worker stuck in avpriv_slicethread_free -> pthread_cond_destroy). Same pixels.
+SWS_THREADS = 1
 
 
 def _usable_cpus() -> int:
