@@ -45,3 +45,28 @@ def fixture_dirs() -> list[Path]:
     if not FIXTURES.is_dir():
         return []
     return sorted(p for p in FIXTURES.iterdir() if (p / "manifest.json").is_file())
+
+
+OTHER_UID = 65534  # nobody
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that file permissions bind it. Root bypasses them, so as root the command runs without
+    any capability (``setpriv --bounding-set=-all``): files owned by :data:`OTHER_UID` with owner-only modes
+    are then out of its reach, like another user's. Skips the test when that is impossible."""
+    import shutil as _shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    setpriv = _shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): file permissions cannot be tested")
+    return [setpriv, "--bounding-set=-all", *cmd]
+
+
+def foreign(path: Path, mode: int) -> Path:
+    """Make ``path`` another user's (:data:`OTHER_UID`) with ``mode`` (as root; a no-op check otherwise)."""
+    if os.geteuid() == 0:
+        os.chown(path, OTHER_UID, OTHER_UID)
+    os.chmod(path, mode)
+    return path

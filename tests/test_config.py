@@ -120,7 +120,7 @@ def test_unknown_key_in_yaml_suggests(tmp_path):
 
 
 def test_file_errors(tmp_path):
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
     p = _write(tmp_path, "a.yaml", {"_base_": "missing_base.yaml"})
     with pytest.raises(ConfigError) as ei:

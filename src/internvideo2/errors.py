@@ -39,8 +39,14 @@ class AnnotationError(InternVideo2Error):
         self.path = str(path)
         self.row = row
         self.reason = reason
-        super().__init__(f"{self.path}: row {row}: {reason}")
+        where = "" if row in ("-", None) else f" row {row}:"  # "-": the file as a whole
+        super().__init__(f"{self.path}:{where} {reason}")
 
 
 class ShapeError(InternVideo2Error, ValueError):
     """A tensor has the wrong shape, dtype or layout for the model it is given to."""
+
+
+class ResourceError(InternVideo2Error):
+    """The machine lacks what a request needs (memory, disk, a GPU), checked before the work starts. It can
+    succeed later or elsewhere; the message says how much was needed and what is available."""

@@ -32,14 +32,12 @@ def _inspect(path: str) -> dict:
 
     from .checkpoint.io import read_checkpoint, unwrap_state_dict
     from .checkpoint.official import detect_checkpoint
-    from .checkpoint.pretrained import CONFIG_FILE, read_config
+    from .checkpoint.pretrained import CONFIG_FILE, inspect_pretrained
     from .errors import CheckpointError
 
     p = Path(path)
     if p.is_dir() and (p / CONFIG_FILE).is_file():
-        meta = read_config(p)
-        return {"path": str(p), "format": "internvideo2 (safetensors + config.json)", "model_type": meta["model_type"],
-                "config": meta["config"]}
+        return {**inspect_pretrained(p), "status": "ok"}
     sd, container = unwrap_state_dict(read_checkpoint(p), str(p))
     groups = Counter(k.split(".")[0] for k in sd)
     out = {"path": str(p), "container": container, "tensors": len(sd),
@@ -54,6 +52,9 @@ def _inspect(path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
+        from .utils.paths import input_path
+
+        input_path(args.checkpoint, "checkpoint")
         info = _inspect(args.checkpoint)
         print(json.dumps(info, indent=2, default=str))
         return 0

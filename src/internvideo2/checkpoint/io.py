@@ -15,7 +15,7 @@ import fnmatch
 import logging
 import os
 import pickle
-import zipfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +32,40 @@ log = logging.getLogger("internvideo2.checkpoint")
 CONTAINER_KEYS = ("module", "model", "state_dict")
 
 
+def sniff_format(path: Path) -> str:
+    """What a file holds, from its first bytes (never from its name): ``safetensors``, ``torch-zip``
+    (``torch.save``), ``pickle`` (legacy ``torch.save``), or a short description of something else (``an MP4
+    or MOV video``, ``text``, ...). Unreadable files raise :class:`CheckpointError` (permission denied, ...)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= 100_000_000:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if head[4:8] == b"ftyp":
+        return "an MP4 or MOV video"
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "a Matroska/WebM video"
+    if head.startswith((b"RIFF", b"ID3", b"OggS", b"fLaC")):
+        return "an audio or AVI file"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")):
+        return "an image"
+    if head.lstrip().startswith((b"{", b"[")):
+        return "JSON text"
+    return "an unknown format"
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a checkpoint file (safetensors or a weights-only torch pickle) on CPU."""
+    """Load a checkpoint file (safetensors or a weights-only torch pickle) on CPU. The format is read from
+    the file's bytes, not its name (a safetensors file named ``.pth`` loads; a video given as a checkpoint is
+    named as what it is)."""
     path = Path(path)
     if path.is_dir():  # a Hugging Face style folder
         for name in ("model.safetensors", "pytorch_model.bin"):
@@ -42,25 +74,46 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
                 break
         else:
             raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
-    if path.suffix == ".safetensors":
+    kind = sniff_format(path)
+    if kind == "safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if kind not in ("torch-zip", "pickle"):
+        raise CheckpointError(f"{path}: not a checkpoint: the file is {kind} (expected safetensors or torch.save)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it may not support: we answer below
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to unpickle: the file needs more than tensors and plain containers "
-            f"(weights_only=True). Convert it to safetensors on a machine you trust. Detail: {e}") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
+            f"(weights_only=True; {_unpickler_reason(e)}). Convert it to safetensors on a machine you "
+            "trust.") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: corrupt checkpoint (it asks for more memory than there is)") from None
+    except Exception as e:  # a damaged pickle or zip can fail in any of the unpickler's steps
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The one informative line of torch's long weights-only refusal (e.g. ``Unsupported global: GLOBAL
+    posix.system``)."""
+    text = str(exc)
+    _, marker, after = text.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in (after if marker else text).splitlines() if ln.strip()]
+    return (lines[0].rstrip(".") if lines else type(exc).__name__)[:200]
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str | None]:
@@ -171,6 +224,20 @@ def inflate_patch_kernel(w: torch.Tensor, t_new: int, center: bool = True) -> to
     raise CheckpointError(f"cannot adapt a temporal patch kernel of {t_old} frames to {t_new}")
 
 
+def _vision_cfg_of(model: nn.Module, prefix: str) -> Any:
+    """The config with a token ``grid`` of the deepest module on ``prefix`` (``"vision_encoder."``), or None."""
+    parts = prefix.rstrip(".").split(".") if prefix else []
+    for n in range(len(parts), -1, -1):
+        try:
+            mod = model.get_submodule(".".join(parts[:n]))
+        except AttributeError:
+            continue
+        cfg = getattr(mod, "cfg", None)
+        if cfg is not None and hasattr(cfg, "grid"):
+            return cfg
+    return None
+
+
 def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, orig_num_frames: int | None = None,
                      orig_img_size: int | None = None, center_inflate: bool = True,
                      report: LoadReport | None = None) -> dict[str, torch.Tensor]:
@@ -183,19 +250,22 @@ def adapt_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, orig_num_
     """
     report = report if report is not None else LoadReport()
     target = model.state_dict()
-    cfg = getattr(model, "cfg", None)
     out = dict(sd)
-    # the checkpoint's own temporal patch size turns its frame count into a token count
-    kernel = sd.get("patch_embed.proj.weight")
-    tubelet = kernel.shape[2] if kernel is not None and kernel.ndim == 5 else getattr(cfg, "tubelet_size", 1)
-    hint_t = max(orig_num_frames // tubelet, 1) if orig_num_frames else None
-    patch = getattr(cfg, "patch_size", 14)
-    hint_hw = (orig_img_size // patch,) * 2 if orig_img_size else None
     for key, value in sd.items():
         if key not in target or not isinstance(value, torch.Tensor) or target[key].shape == value.shape:
             continue
         want = target[key].shape
-        leaf = key.rsplit(".", 1)[-1]
+        prefix, _, leaf = key.rpartition(".")
+        prefix = prefix + "." if prefix else ""
+        # the vision config of the encoder that holds the table (the model itself, or e.g. a stage-2
+        # model's vision_encoder), and the checkpoint's own temporal patch size beside it, which turns
+        # a frame count into a token count
+        cfg = _vision_cfg_of(model, prefix)
+        kernel = sd.get(prefix + "patch_embed.proj.weight")
+        tubelet = kernel.shape[2] if kernel is not None and kernel.ndim == 5 else getattr(cfg, "tubelet_size", 1)
+        hint_t = max(orig_num_frames // tubelet, 1) if orig_num_frames else None
+        patch = getattr(cfg, "patch_size", 14)
+        hint_hw = (orig_img_size // patch,) * 2 if orig_img_size else None
         if leaf.endswith("pos_embed") and cfg is not None and value.ndim == 3 and value.shape[-1] == want[-1]:
             T, H, W = cfg.grid
             single = "img_pos_embed" in leaf

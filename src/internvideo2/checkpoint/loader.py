@@ -1,7 +1,6 @@
 """``load_model``: one entry point for our saved folders and official checkpoint files."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.config import find_vision, replace_vision
 from ..models.registry import build_model
 from .io import load_state_dict_strict, matches, read_checkpoint, select_prefix, strip_prefixes, unwrap_state_dict
 from .official import OFFICIAL_CLASSES, detect_checkpoint
@@ -37,7 +37,8 @@ def load_model(source: str | os.PathLike | Mapping, *, model_type: str | None = 
     For official files the architecture is, in order of precedence: ``official_class`` +
     ``official_kwargs`` (the official constructor arguments, see ``OFFICIAL_CLASSES``); ``model_type``
     + ``config``; or detected from key names and shapes (released presets only). ``num_frames`` /
-    ``img_size`` rebuild the detected model for another input size (position tables resampled).
+    ``img_size`` rebuild a saved folder's or a detected file's model for another input size (position
+    tables resampled from the saved ones).
 
     ``drop`` names checkpoint keys (full names, globs allowed) you intend to discard, e.g. the text
     tower when loading only the vision encoder of a stage-2 file; anything else that does not fit
@@ -47,7 +48,7 @@ def load_model(source: str | os.PathLike | Mapping, *, model_type: str | None = 
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         if not (Path(source) / CONFIG_FILE).is_file():
             raise CheckpointError(f"{source}: a folder without {CONFIG_FILE}; not a saved internvideo2 model")
-        model = from_pretrained(source, map_location=device)
+        model = from_pretrained(source, map_location=device, num_frames=num_frames, img_size=img_size)
         return model.to(dtype=dtype) if dtype is not None else model
 
     name = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
@@ -78,10 +79,10 @@ def load_model(source: str | os.PathLike | Mapping, *, model_type: str | None = 
         log.info("%s: detected %s (%s)", name, det.kind, model_type)
         strip = ("module.", "backbone.", "encoder.") if det.kind == "classifier" else ()
         if num_frames or img_size:
-            vis = config if model_type == "vision" else config.vision
+            vis = find_vision(config)
             orig_num_frames, orig_img_size = orig_num_frames or vis.num_frames, orig_img_size or vis.img_size
-            vis = vis.replace(**{k: v for k, v in (("num_frames", num_frames), ("img_size", img_size)) if v})
-            config = vis if model_type == "vision" else dataclasses.replace(config, vision=vis)
+            config = replace_vision(config, **{k: v for k, v in (("num_frames", num_frames), ("img_size", img_size))
+                                               if v})
 
     # discard what the caller named, then select the sub-model's keys
     dropped = [k for k in sd if matches(k, drop)]

@@ -205,7 +205,10 @@ def load_audio(
         if not container.streams.audio:
             raise MediaError(label, "no_audio_stream")
         stream = container.streams.audio[0]
-        in_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        ctx = stream.codec_context  # None when the stream's codec is unknown (a damaged header)
+        if ctx is None:
+            raise MediaError(label, "unsupported_codec", "the audio stream has no decoder")
+        in_rate = int(ctx.sample_rate or getattr(stream, "rate", 0) or 0)
         if in_rate <= 0:
             raise MediaError(label, "bad_audio_stream", "sample rate unknown")
         tb = stream.time_base

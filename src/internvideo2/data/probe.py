@@ -22,8 +22,8 @@ _COUNT = {"header": dict(), "packets": dict(scan_packets=True), "decode": dict(c
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="video (or any media) files")
-    parser.add_argument("--frames", type=int, default=0, metavar="N",
-                        help="also print the N frame indices (and timestamps) the policy samples")
+    parser.add_argument("--frames", type=int, default=None, metavar="N",
+                        help="also print the N frame indices (and timestamps) the policy samples (N >= 1)")
     parser.add_argument("--sample", default="middle", metavar="POLICY",
                         help="sampling policy: rand, middle (default), fps<X>, uniform, sparse_train, "
                              "sparse_test, ssv2_test, tsn")
@@ -47,7 +47,7 @@ def _probe_one(path: str, args: argparse.Namespace) -> dict:
     max_px = args.max_pixels if args.max_pixels and args.max_pixels > 0 else None
     meta = probe_video(path, timeout=args.timeout, max_pixels=max_px, **_COUNT[args.count])
     out = meta.to_dict()
-    if args.frames and args.frames > 0:
+    if args.frames is not None:
         from .sampling import sample_indices
 
         first, stop = frame_range(meta, args.start, args.end)
@@ -66,15 +66,21 @@ def _probe_one(path: str, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError("frames", f"must be >= 1, got {args.frames}")
+    if args.decode and args.frames is None:
+        raise ConfigError("decode", "needs --frames N (the frames to decode)")
+    if not args.timeout > 0:
+        raise ConfigError("timeout", f"must be > 0 seconds, got {args.timeout}")
     failed = 0
     for path in args.files:
-        try:
+        try:  # a ConfigError (a bad option, not a bad file) propagates: the CLI exits 2 at once
             rec = _probe_one(path, args)
         except MediaError as e:
             failed += 1
             rec = {"path": e.path, "error": e.reason, "detail": e.detail}
-        except ConfigError as e:  # a bad option, not a bad file: stop at once
-            print(f"internvideo2 probe: {e}", file=sys.stderr)
-            return 2
         print(json.dumps(rec), flush=True)
+    if failed:
+        print(f"internvideo2 probe: error: {failed} of {len(args.files)} file(s) could not be used (their JSON "
+              "lines say why)", file=sys.stderr, flush=True)
     return 1 if failed else 0

@@ -196,10 +196,14 @@ def detect_shots(path, *, ratio: float = 3.0, min_score: float = 0.12, window: i
     else:
         log.warning("%s: decoded %d frames, metadata says %d", path, n_total, meta.num_frames)
         times = np.arange(n_total) / meta.fps
+    if n_total == meta.num_frames:
+        last_end = float(max(meta.duration, times[-1]))
+    else:  # a truncated file: the video ends with its last decodable frame, not at the header's duration
+        last_end = float(times[n_total - 1]) + 1.0 / meta.fps
     bounds = [0] + [int(idx[p]) for p in cut_pos] + [n_total]
     shots = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        end_s = float(times[b]) if b < n_total else float(max(meta.duration, times[-1]))
+        end_s = float(times[b]) if b < n_total else last_end
         shots.append(Shot(a, b, round(float(times[a]), 6), round(end_s, 6)))
     return shots
 
@@ -225,14 +229,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             shots = detect_shots(path, ratio=args.ratio, min_score=args.min_score, window=args.window,
                                  min_shot_s=args.min_shot, step=args.step, timeout=args.timeout)
-        except MediaError as e:
+        except MediaError as e:  # a ConfigError (a bad option) propagates: the CLI exits 2 at once
             failed += 1
             print(json.dumps({"path": e.path, "error": e.reason, "detail": e.detail}), flush=True)
             continue
-        except ConfigError as e:
-            print(f"internvideo2 segment: {e}", file=sys.stderr)
-            return 2
         log.info("%s: %d shots in %.2f s", path, len(shots), time.perf_counter() - t0)
         for k, s in enumerate(shots):
             print(json.dumps({"path": path, "shot": k, **s.to_dict()}), flush=True)
+    if failed:
+        print(f"internvideo2 segment: error: {failed} of {len(args.files)} file(s) could not be used (their JSON "
+              "lines say why)", file=sys.stderr, flush=True)
     return 1 if failed else 0

@@ -265,6 +265,12 @@ def _encode_mp4(tmp: Path, clip: RenderedClip, crf: int) -> None:
                 c.mux(p)
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _work(job: tuple[int, str, int, dict, str, bool]) -> tuple[int, dict[str, Any]]:
     """Render and write one clip; runs in worker processes."""
     seed, split, index, cfg_d, out_dir, write_video = job
@@ -338,7 +344,8 @@ def generate_world(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, sp
                 records[i] = rec
                 bar.update(1)
         else:
-            with multiprocessing.get_context().Pool(workers) as pool:
+            # workers ignore Ctrl-C: the parent alone stops the run (one message, no traceback per worker)
+            with multiprocessing.get_context().Pool(workers, initializer=_ignore_sigint) as pool:
                 for i, rec in pool.imap_unordered(_work, jobs, chunksize=8):
                     records[i] = rec
                     bar.update(1)
@@ -448,30 +455,30 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> int:
-    import sys
+    from ..utils.paths import output_dir
 
     splits = [s.strip() for s in str(args.split).split(",") if s.strip()]
     try:
         nums = [int(n) for n in str(args.num).split(",")]
     except ValueError:
-        print(f"internvideo2 synth: --num must be an int or a comma list of ints, got {args.num!r}",
-              file=sys.stderr)
-        return 2
+        raise ConfigError("num", f"must be an int or a comma list of ints, got {args.num!r}") from None
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise ConfigError("split", f"unknown split(s) {bad or args.split!r}; choose from {', '.join(SPLITS)}")
     if len(nums) == 1:
         nums = nums * len(splits)
-    try:
-        if len(nums) != len(splits):
-            raise ConfigError("num", f"{len(nums)} counts for {len(splits)} splits")
-        cfg = SynthConfig(num_frames=args.frames, size=args.size, fps=args.fps, sample_rate=args.sample_rate,
-                          audio=not args.no_audio, crf=args.crf).validate()
-        for split, n in zip(splits, nums):
-            s = generate_world(args.out, n, seed=args.seed, split=split, cfg=cfg, workers=args.workers,
-                               progress=not args.quiet, write_videos=not args.annotations_only)
-            print(json.dumps({"split": split, "num_clips": n, "seconds": round(s.seconds, 2),
-                              "clips_per_second": round(s.clips_per_second, 1),
-                              "caption_unique_fraction_first100": round(s.caption_unique_fraction, 4),
-                              "files": s.files}))
-    except ConfigError as e:
-        print(f"internvideo2 synth: {e}", file=sys.stderr)
-        return 2
+    if len(nums) != len(splits):
+        raise ConfigError("num", f"{len(nums)} counts for {len(splits)} splits")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("workers", f"must be >= 1, got {args.workers}")
+    cfg = SynthConfig(num_frames=args.frames, size=args.size, fps=args.fps, sample_rate=args.sample_rate,
+                      audio=not args.no_audio, crf=args.crf).validate()
+    output_dir(args.out, "out")
+    for split, n in zip(splits, nums):
+        s = generate_world(args.out, n, seed=args.seed, split=split, cfg=cfg, workers=args.workers,
+                           progress=not args.quiet, write_videos=not args.annotations_only)
+        print(json.dumps({"split": split, "num_clips": n, "seconds": round(s.seconds, 2),
+                          "clips_per_second": round(s.clips_per_second, 1),
+                          "caption_unique_fraction_first100": round(s.caption_unique_fraction, 4),
+                          "files": s.files}))
     return 0

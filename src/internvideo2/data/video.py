@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MediaError
+from ..utils.env import check_memory
 from .video_meta import (
     MAX_PIXELS,
     REASONS,
@@ -376,6 +377,9 @@ def _read_frames(path: str, indices: Sequence[int], meta: VideoMetadata, hw: tup
     if not idx_list:
         return torch.empty((0, out_hw[0], out_hw[1], 3), dtype=torch.uint8)
     targets = sorted(set(idx_list))
+    # the decoded frames and the output array exist at once
+    check_memory((len(targets) + len(idx_list)) * out_hw[0] * out_hw[1] * 3,
+                 f"{path}: reading {len(idx_list)} frames of {out_hw[1]}x{out_hw[0]}")
     chosen = _choose_backend(backend, hw, targets, meta)
     if chosen == "decord":
         got = _decode_decord(path, targets, meta, hw, deadline, n_threads)

@@ -169,17 +169,21 @@ def _open(path: str, timeout: float):
     _check_path(path)
     try:
         # timeout only matters for network inputs; local files never block on I/O
-        return av.open(path, mode="r", timeout=(timeout, timeout))
+        return av.open(path, mode="r", timeout=(timeout, timeout), metadata_errors="ignore")
     except av.error.InvalidDataError as e:
         raise MediaError(path, "invalid_data", _av_msg(e)) from None
     except (av.error.PermissionError, PermissionError) as e:
         raise MediaError(path, "unreadable", _av_msg(e)) from None
     except (av.error.FileNotFoundError, FileNotFoundError) as e:
         raise MediaError(path, "not_found", _av_msg(e)) from None
+    except av.error.ExitError as e:  # FFmpeg's interrupt callback: the open ran past its time limit
+        raise MediaError(path, "timeout", f"opening took longer than {timeout} s ({_av_msg(e)})") from None
     except av.error.FFmpegError as e:
         raise MediaError(path, "open_failed", _av_msg(e)) from None
     except OSError as e:
         raise MediaError(path, "unreadable", str(e)) from None
+    except (UnicodeDecodeError, ValueError) as e:  # e.g. undecodable container metadata
+        raise MediaError(path, "invalid_data", str(e)) from None
 
 
 def _av_msg(e: Exception) -> str:
@@ -425,11 +429,12 @@ def _probe(h: _Handle, path: str, deadline: float, *, count_frames: bool = False
     a_codec = a_rate = a_ch = None
     if aud is not None:
         a_codec = _codec_name(aud)
-        a_rate = int(aud.codec_context.sample_rate or 0) or None
+        ctx = aud.codec_context  # None for a stream whose codec is unknown (a damaged header)
+        a_rate = int(getattr(ctx, "sample_rate", 0) or 0) or None
         try:
-            a_ch = int(aud.codec_context.layout.nb_channels) or None
+            a_ch = int(ctx.layout.nb_channels) or None
         except Exception:
-            a_ch = getattr(aud.codec_context, "channels", None)
+            a_ch = getattr(ctx, "channels", None)
     return VideoMetadata(
         path=path,
         container=fmt,

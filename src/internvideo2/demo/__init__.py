@@ -17,12 +17,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                                                              "finished stages whose recipe did not change)")
     parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stage")
     parser.add_argument("--no-scratch", action="store_true", help="skip the stage-2-from-scratch comparison arm")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="train every stage for N steps instead of its recipe's (a faster, weaker run; with "
+                             "--quick, longer than the smoke scale's 3)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..utils.paths import input_dir, output_dir
     from .pipeline import DemoOptions, run_demo
 
-    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else ((0,) if args.quick else (0, 1, 2))
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else ((0,) if args.quick else (0, 1, 2))
+    except ValueError:
+        raise ConfigError("seeds", f"must be a comma list of ints, got {args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", f"must be distinct ints, got {args.seeds!r}")
+    if args.configs:
+        input_dir(args.configs, "configs")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError("steps", f"must be >= 1, got {args.steps}")
+    output_dir(args.out, "out")
     return run_demo(DemoOptions(out=Path(args.out), quick=args.quick, seeds=seeds,
                                 configs=Path(args.configs) if args.configs else None, fresh=args.fresh,
-                                finetune=not args.no_finetune, scratch=not args.no_scratch))
+                                finetune=not args.no_finetune, scratch=not args.no_scratch, steps=args.steps))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +27,18 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InternVideo2Error
 from ..utils.io import write_text
 
 log = logging.getLogger("internvideo2.demo")
 
 # the synthetic world's held-out split: retrieval over the first 100 clips, classification over all
 RETRIEVAL_ITEMS = 100
+
+
+class StageInterrupted(InternVideo2Error):
+    """A training stage of the demo was stopped (SIGTERM) before its last step: the demo stops too (a
+    half-trained stage is never recorded as finished or used by later stages)."""
 
 
 @dataclass
@@ -44,6 +51,7 @@ class DemoOptions:
         fresh: delete ``out`` first; otherwise finished stages with unchanged recipes are reused.
         finetune: run the fine-tuning stage.
         scratch: run the stage-2-from-scratch arm (the comparison).
+        steps: train every stage for this many steps instead of its recipe's (None: the recipe's).
     """
 
     out: Path = Path("runs/demo")
@@ -53,6 +61,7 @@ class DemoOptions:
     fresh: bool = False
     finetune: bool = True
     scratch: bool = True
+    steps: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -94,6 +103,8 @@ class Demo:
                 ov["task.options.eval_num"] = 16
             if stage.startswith("finetune"):
                 ov["task.options.eval_num"] = 16
+        if self.o.steps is not None:
+            ov["train.max_steps"] = self.o.steps
         ov.update(extra)
         return [f"{k}={'null' if v is None else v}" for k, v in ov.items()]
 
@@ -112,12 +123,23 @@ class Demo:
             self.timings[label] = json.loads(done.read_text())["seconds"]
             self.reused_seconds += self.timings[label]
             return summary
-        if folder.exists():  # an unfinished or changed stage starts over
+        started = folder / "demo_stage.json"  # the recipe a stage was started with
+        same = started.is_file() and json.loads(started.read_text()).get("config") == fingerprint
+        if folder.exists() and not same:  # a changed stage starts over
             shutil.rmtree(folder)
+        elif same:  # an interrupted stage with the same recipe resumes from its checkpoint
+            log.info("[%s] resuming the interrupted run in %s", label, folder)
+            print(f"   resuming the interrupted stage in {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(started, json.dumps({"config": fingerprint}))
         self.announce(label)
         t = time.perf_counter()
         summary = Trainer(cfg).fit()
         seconds = time.perf_counter() - t
+        if summary.get("interrupted"):
+            raise StageInterrupted(
+                f"stage '{label}' stopped at step {summary['steps']} of {summary['total_steps']} (SIGTERM); its "
+                f"checkpoint is in {folder}: run the demo again to resume it")
         self.timings[label] = seconds
         write_text(done, json.dumps({"config": fingerprint, "seconds": seconds}))
         log.info("[%s] done in %.0f s: %s", label, seconds, {k: round(v, 4) for k, v in summary["final"].items()
@@ -263,9 +285,19 @@ def run_demo(opts: DemoOptions) -> int:
     root = logging.getLogger("internvideo2")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    def on_sigterm(signum, frame):  # outside a training stage (the trainer checkpoints on its own)
+        raise StageInterrupted("stopped by SIGTERM between stages; finished stages are kept: run the demo again "
+                               "to go on")
+
+    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         report = Demo(opts).run()
+    except StageInterrupted as e:
+        log.error("%s", e)
+        print(f"internvideo2 demo: interrupted: {e}", file=sys.stderr, flush=True)
+        return 4
     finally:
+        signal.signal(signal.SIGTERM, old_handler)
         root.removeHandler(handler)
     print(report["summary_text"], flush=True)
     return 0

@@ -23,24 +23,29 @@ Frames go through the model's evaluation transform (``resize='squash'``: bicubic
 size, as ``encode_video`` does; ``'center_crop'``: short side + central crop; ``'decoder'``: the decoder
 resizes straight to the model size, faster on large videos, pixels differ slightly from ``squash``).
 
-Output folder (see ``docs/embed.md``)::
+Output folder (see ``docs/embed.md``; read it back with :func:`load`)::
 
     OUT/embeddings.npy   float32 [M, D], one row per item
-    OUT/index.jsonl      one line per row: row, video, video_index, item, start_s, end_s, frame_indices
+    OUT/index.jsonl      one line per row: row, video (relative to its input root), root (index into
+                         meta["inputs"]["roots"]), video_index, item, start_s, end_s, frame_indices
                          (+ tokens, tokens_row with --tokens)
     OUT/tokens/CCCCCC.npy  [n, 1+N, C] per chunk (with --tokens)
-    OUT/errors.jsonl     one line per unusable video: video, video_index, reason (MediaError code), detail
-    OUT/videos.json      the input list, in processing order
-    OUT/meta.json        model, settings, counts, timing
-    OUT/progress.json    resume state
+    OUT/errors.jsonl     one line per unusable video or path: video, root, video_index, reason (MediaError
+                         code), detail, retry (whether the next run tries it again)
+    OUT/videos.json      the state of every input (identity on disk, status, its rows)
+    OUT/meta.json        model, settings, input roots, counts, timing
+    OUT/progress.json    the settings fingerprint and the plan of the run in progress
 
-Resume: the video list is cut into chunks of ``chunk_size`` videos. A finished chunk is written as
-``parts/CCCCCC.npy`` then committed by ``parts/CCCCCC.json`` (each through a temporary name and an atomic
-rename); a run killed at any point and started again with the same settings skips the committed chunks.
-Model batches are formed inside groups of ``batch_size`` consecutive videos of one chunk, never across
-groups, so every batch (and every number) is the same whichever chunks ran before, however many
-workers there are: a resumed run ends with the same arrays and index as an uninterrupted one. When every
-chunk is committed the final files are assembled and ``parts/`` is removed.
+Resume and updates: the videos to embed are cut into chunks of ``chunk_size`` videos. A finished chunk is
+written as ``parts/CCCCCC.npy`` then committed by ``parts/CCCCCC.json`` (each through a temporary name and an
+atomic rename); a run killed at any point and started again with the same inputs and settings keeps its plan
+and skips the committed chunks. Model batches are formed inside groups of ``batch_size`` consecutive videos of
+one chunk, never across groups, so every batch (and every number) is the same whichever chunks ran before,
+however many workers there are: a resumed run ends with the same arrays and index as an uninterrupted one.
+A later run on an output of the same model and settings updates it: new videos and videos changed on disk
+(size, mtime) are embedded in new chunks, removed ones are dropped, failures that can change (timeouts,
+memory, I/O, unexpected errors) are tried again, the rest is kept; ``retry_bad`` (``--retry-bad``) retries
+every failure. Other settings or another model are refused (``--overwrite`` starts over).
 
 Overlap: decoding, sampling and the transform run in DataLoader worker processes (an ``IterableDataset``
 yielding one ready batch at a time) while the main process runs the model.
@@ -50,10 +55,10 @@ Modules: :mod:`.settings` (what decides the numbers), :mod:`.planning` (videos, 
 lock, resume state, assembly, reading back), :mod:`.runner` (:func:`embed_videos`), :mod:`.cli`.
 """
 from .cli import configure_parser, run
-from .planning import find_videos, plan_items
+from .planning import Scan, VideoRef, find_videos, plan_items, scan_inputs
 from .runner import default_workers, embed_videos
 from .settings import FEATURES, MODES, VIDEO_EXTENSIONS, EmbedSettings
-from .storage import EmbedResult
+from .storage import EmbedResult, load
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -61,6 +66,10 @@ __all__ = [
     "FEATURES",
     "EmbedSettings",
     "EmbedResult",
+    "load",
+    "Scan",
+    "VideoRef",
+    "scan_inputs",
     "find_videos",
     "plan_items",
     "embed_videos",

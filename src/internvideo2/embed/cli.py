@@ -7,10 +7,10 @@ import sys
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, InternVideo2Error
-from .planning import find_videos
+from ..errors import ConfigError
+from .planning import scan_inputs
 from .runner import default_workers, embed_videos
-from .settings import DTYPES, FEATURES, MODES, RESIZES, TOKEN_DTYPES, EmbedSettings
+from .settings import DTYPES, FEATURES, MODES, RESIZES, TOKEN_DTYPES, VIDEO_EXTENSIONS, EmbedSettings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -54,56 +54,71 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bad-check-after", type=int, default=20, metavar="N",
                    help="no bad-fraction verdict before N videos were seen (default 20)")
     g.add_argument("--overwrite", action="store_true", help="delete an earlier run's outputs in OUT and start over")
+    g.add_argument("--retry-bad", action="store_true",
+                   help="also retry videos that failed for a lasting reason (a corrupt file unchanged on disk)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.datasets import DataQualityError
+    """Exit codes: 0 every video embedded; 1 the output is incomplete (unusable videos, listed in
+    ``errors.jsonl``; or too many of them: DataQualityError); 2 usage; 130 interrupted (rerun to resume)."""
+    from ..data.bad_samples import DataQualityError
+    from ..utils.paths import input_path, output_dir
 
+    dtype = DTYPES[args.dtype]
+    dev = torch.device(args.device)
+    if dev.type == "cpu" and dtype == torch.float16:
+        raise ConfigError("dtype", "fp16 is for GPUs; use fp32 (default) or bf16 on CPU")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"{args.device!r} asked but no CUDA GPU is available here (use --device cpu)")
+    if args.timeout <= 0:
+        raise ConfigError("timeout", f"must be > 0 seconds, got {args.timeout}")
+    EmbedSettings(mode=args.mode, frames=args.frames, window=args.window, stride=args.stride).validate()
+    input_path(args.model, "model")
+    output_dir(args.out, "out", create=False)
+    scan = scan_inputs(args.videos)  # fail on a mistyped path before loading a large model
+    if not scan.videos and not scan.problems:
+        raise ConfigError("videos", f"no video files found in {', '.join(map(str, args.videos))} (extensions: "
+                                    f"{' '.join(VIDEO_EXTENSIONS)})")
+    from ..checkpoint.loader import load_model
+
+    model = load_model(args.model, device=args.device)
     try:
-        dtype = DTYPES[args.dtype]
-        if torch.device(args.device).type == "cpu" and dtype == torch.float16:
-            raise ConfigError("dtype", "fp16 is for GPUs; use fp32 (default) or bf16 on CPU")
-        EmbedSettings(mode=args.mode, frames=args.frames, window=args.window, stride=args.stride).validate()
-        find_videos(args.videos)  # fail on a mistyped path before loading a large model
-        from ..checkpoint.loader import load_model
-
-        model = load_model(args.model, device=args.device)
         res = embed_videos(
             args.videos, model, out_dir=args.out, mode=args.mode, frames=args.frames, window=args.window,
             stride=args.stride, feature=args.feature, normalize=args.normalize, tokens=args.tokens,
             batch_size=args.batch, chunk_size=args.chunk, workers=args.workers, threads=args.threads,
-            device=args.device, dtype=args.dtype, overwrite=args.overwrite,
+            device=args.device, dtype=args.dtype, overwrite=args.overwrite, retry_bad=args.retry_bad,
             max_bad_fraction=args.max_bad_fraction, bad_check_after=args.bad_check_after, timeout=args.timeout,
             progress=not args.no_progress, model_source=args.model, size=args.size, resize=args.resize,
             shot_ratio=args.shot_ratio, shot_min_score=args.shot_min_score, shot_min_len=args.shot_min_len,
             shot_step=args.shot_step, tokens_dtype=args.tokens_dtype,
         )
-    except (ConfigError, CheckpointError) as e:
-        print(f"internvideo2 embed: {e}", file=sys.stderr)
-        return 2
     except DataQualityError as e:
-        print(f"internvideo2 embed: {e}\n(finished chunks are kept in {args.out}; rerun with a higher "
+        print(f"internvideo2 embed: error: {e}\n(finished chunks are kept in {args.out}; rerun with a higher "
               "--max-bad-fraction to go on)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"internvideo2 embed: interrupted; finished chunks are kept in {args.out}, rerun the same command "
               "to resume", file=sys.stderr)
         return 130
-    except InternVideo2Error as e:
-        print(f"internvideo2 embed: {e}", file=sys.stderr)
-        return 1
     c, t = res.meta["counts"], res.meta["timing"]
     if res.status == "already_complete":
         print(f"embed: {args.out} already holds this finished run ({c['videos']} videos -> {c['items']} "
-              "embeddings); nothing to do (--overwrite starts over)", flush=True)
-        return 0
+              "embeddings); nothing to do (--overwrite starts over, --retry-bad retries unusable files)", flush=True)
+        return 1 if c["videos_bad"] else 0
     bad = ""
     if c["videos_bad"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in c["bad_reasons"].items())
         bad = f"; {c['videos_bad']} unusable ({reasons}), listed in {os.path.join(args.out, 'errors.jsonl')}"
     resumed = f"; {t['resumed_chunks']} of {c['chunks']} chunks from an earlier run" if t["resumed_chunks"] else ""
+    kept = f"; {t['kept_videos']} videos kept from the earlier output" if res.status == "updated" else ""
     speed = f" ({t['videos_per_s']} videos/s)" if t["videos_this_run"] else ""
     print(f"embed: {c['videos']} videos -> {c['items']} embeddings of width {res.embeddings.shape[1]} in "
-          f"{args.out} [{t['embed_loop_s']} s{speed}]{bad}{resumed}", flush=True)
+          f"{args.out} [{t['embed_loop_s']} s{speed}]{bad}{resumed}{kept}", flush=True)
+    if c["videos_bad"]:
+        print(f"internvideo2 embed: the output is incomplete: {c['videos_bad']} of {c['videos']} videos unusable "
+              f"(see {os.path.join(args.out, 'errors.jsonl')}; a rerun retries those that can change)",
+              file=sys.stderr, flush=True)
+        return 1
     return 0

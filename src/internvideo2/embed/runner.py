@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -20,9 +19,9 @@ from torch import nn
 from ..errors import ConfigError
 from ..utils.io import jsonable
 from .encoder import VideoEncoder, model_fingerprint
-from .planning import Group, find_videos, make_groups
+from .planning import Group, Scan, make_groups, scan_inputs
 from .settings import DTYPES, FORMAT, FORMAT_VERSION, VIDEO_EXTENSIONS, EmbedSettings
-from .storage import ChunkState, EmbedResult, EmbedStore, FolderLock, count, load_result
+from .storage import ChunkState, EmbedResult, EmbedStore, FolderLock, count, load
 from .stream import PacketStream, make_loader
 
 log = logging.getLogger("internvideo2.embed")
@@ -76,6 +75,7 @@ def embed_videos(
     timeout: float = 120.0,
     progress: bool = True,
     model_source: str | None = None,
+    retry_bad: bool = False,
     **more: Any,
 ) -> EmbedResult:
     """Embed videos (files and/or folders) with an InternVideo2 model; see the package doc.
@@ -93,7 +93,12 @@ def embed_videos(
             workers, at least 1); restored afterwards.
         device: where the model runs (default: where its parameters are). The model is moved and cast
             in place (as ``nn.Module.to`` does); its train/eval mode is restored at the end.
-        overwrite: delete the outputs of an earlier run in ``out_dir`` and start over.
+        overwrite: delete the outputs of an earlier run in ``out_dir`` and start over. Without it, an
+            earlier output of the same model and settings is brought up to date with the inputs: new videos and
+            videos changed on disk (size, mtime) are embedded, removed ones dropped, failures that can change
+            (timeouts, memory, I/O, unexpected errors) tried again, and everything else kept.
+        retry_bad: also try again the videos that failed for a reason that cannot change by itself (a corrupt
+            file that is still the same on disk).
         max_bad_fraction / bad_check_after: raise :class:`~internvideo2.data.datasets.DataQualityError`
             once more than this fraction of at least ``bad_check_after`` videos were unusable.
         timeout: decoding time limit per call, seconds.
@@ -113,12 +118,19 @@ def embed_videos(
         raise ConfigError("workers", f"must be >= 0, got {workers}")
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ConfigError("max_bad_fraction", f"must be in [0, 1], got {max_bad_fraction}")
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
+    if threads is not None and int(threads) < 1:
+        raise ConfigError("threads", f"must be >= 1, got {threads}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    videos = find_videos(paths)
-    if not videos:
+    scan = scan_inputs(paths)
+    if not scan.videos and not scan.problems:
         raise ConfigError("videos", "no video files found in the inputs (extensions: "
                                     f"{' '.join(VIDEO_EXTENSIONS)})")
+    if not scan.videos:
+        p = scan.problems[0]
+        raise ConfigError("videos", f"{p['video']}: {p['detail']}")
 
     torch_dtype = DTYPES[settings.dtype]
     if not isinstance(model, nn.Module):
@@ -146,11 +158,13 @@ def embed_videos(
     if dev.type == "cpu":
         torch.set_num_threads(int(threads) if threads else max(1, _cpu_count() - workers))
     try:
-        job = _Job(out, videos, settings, encoder, model, model_source, workers, timeout, max_bad_fraction,
-                   bad_check_after, progress, overwrite)
+        job = _Job(out, scan, settings, encoder, model, model_source, workers, timeout, max_bad_fraction,
+                   bad_check_after, progress, overwrite, retry_bad)
         job.run()
-        res = load_result(out, in_memory=tmp_root is not None)
+        res = load(out, in_memory=tmp_root is not None)
         res.status = job.status
+        if tmp_root is not None:
+            res.out_dir = None
         return res
     finally:
         torch.set_num_threads(old_threads)
@@ -160,19 +174,17 @@ def embed_videos(
 
 
 class _Job:
-    """One invocation on one output folder: check/resume state, embed the pending chunks, assemble."""
+    """One invocation on one output folder: work out what is missing or stale, embed it in chunks (each
+    committed on its own), then assemble the output for the current inputs."""
 
-    def __init__(self, out: Path, videos: list[str], settings: EmbedSettings, encoder: VideoEncoder,
-                 model: nn.Module, model_source: str | None, workers: int, timeout: float, max_bad_fraction: float,
-                 bad_check_after: int, progress: bool, overwrite: bool):
-        self.out, self.videos, self.settings, self.encoder = out, videos, settings, encoder
+    def __init__(self, out: Path, scan: Scan, settings: EmbedSettings, encoder: VideoEncoder, model: nn.Module,
+                 model_source: str | None, workers: int, timeout: float, max_bad_fraction: float,
+                 bad_check_after: int, progress: bool, overwrite: bool, retry_bad: bool):
+        self.out, self.scan, self.settings, self.encoder = out, scan, settings, encoder
+        self.refs = scan.videos
         self.workers, self.timeout, self.progress, self.overwrite = workers, timeout, progress, overwrite
-        self.max_bad_fraction, self.bad_check_after = max_bad_fraction, bad_check_after
+        self.max_bad_fraction, self.bad_check_after, self.retry_bad = max_bad_fraction, bad_check_after, retry_bad
         self.status = "complete"
-        self.num_chunks = math.ceil(len(videos) / settings.chunk_size)
-        h = hashlib.sha256()
-        for v in videos:
-            h.update(f"{v}\t{os.path.abspath(v)}\n".encode())
         model_cfg = getattr(model, "config", None)
         self.model_info = {
             "source": model_source,
@@ -190,18 +202,44 @@ class _Job:
             "frames": encoder.spec.frames,
             "size": encoder.spec.size,
             "device_type": encoder.device.type,
-            "videos": {"count": len(videos), "sha256": h.hexdigest()},
         }
-        self.store = EmbedStore(out, fingerprint, self.num_chunks, encoder.dim, encoder.token_shape, settings)
+        h = hashlib.sha256()
+        for v in self.refs:
+            h.update(f"{v.abspath}\t{v.size}\t{v.mtime_ns}\n".encode())
+        self.inputs_sha = h.hexdigest()
+        self.store = EmbedStore(out, fingerprint, encoder.dim, encoder.token_shape, settings)
+
+    # -- what to do -----------------------------------------------------------------------------------
+    def _todo(self, latest: dict[str, dict]) -> list[int]:
+        """Indices of the inputs to embed: new, changed on disk since they were read, failed for a reason
+        that can change (``RETRYABLE``), or failed at all with ``retry_bad``."""
+        todo = []
+        for k, ref in enumerate(self.refs):
+            e = latest.get(ref.abspath)
+            if e is None or [e.get("size"), e.get("mtime_ns")] != ref.identity():
+                todo.append(k)
+            elif e["status"] == "bad" and (self.retry_bad or e.get("retry")):
+                todo.append(k)
+        return todo
 
     def run(self) -> None:
-        from ..data.datasets import BadSamplePolicy, BadSampleTracker
+        from ..data.bad_samples import BadSamplePolicy, BadSampleTracker
 
         t_start = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.out):
-            prev = self.store.prepare(self.videos, self.overwrite, self.workers)
-            if prev is not None and prev.get("complete"):
+        with FolderLock(self._mkdir()):
+            prev = self.store.prepare(self.overwrite)
+            base = {e["path"]: e for e in self.store.base_entries()} if prev else {}
+            committed = self.store.committed() if prev else {}
+            latest = dict(base)
+            sources = {p: {"kind": "old"} for p in base}
+            for c in sorted(committed):
+                for e in committed[c]["videos"]:
+                    latest[e["path"]] = e
+                    sources[e["path"]] = {"kind": "part", "chunk": c, "rows": committed[c]["rows"]}
+            todo = self._todo(latest)
+            current = [e.get("path") for e in self.store.base_entries()] if prev else None
+            if prev and prev.get("complete") and not todo and not self.scan.problems \
+                    and current == [r.abspath for r in self.refs]:
                 missing = [n for n in ("embeddings.npy", "index.jsonl", "errors.jsonl", "meta.json")
                            if not (self.out / n).is_file()]
                 if missing:
@@ -211,92 +249,139 @@ class _Job:
                 log.info("%s: already complete, nothing to do", self.out)
                 self.status = "already_complete"
                 return
-            first = prev.get("first_run", {}) if prev else {}
+            if prev and prev.get("complete"):
+                self.status = "updated"
+            plan = self._plan(prev, todo, committed)
+            first = (prev or {}).get("first_run") or {"workers": self.workers, "threads": torch.get_num_threads()}
             if prev and first.get("threads") not in (None, torch.get_num_threads()):
                 log.warning("resuming with %d model threads, the run started with %s: CPU results can differ "
                             "in the last bits between the two", torch.get_num_threads(), first.get("threads"))
+            self.next_chunk = max([c for c, _ in plan] + list(committed) + [int((prev or {}).get("next_chunk", 0)) - 1]
+                                  + [-1]) + 1
+            self.store.write_progress({"complete": False, "inputs_sha": self.inputs_sha,
+                                       "plan": [(c, [self.refs[k].abspath for k in idx]) for c, idx in plan],
+                                       "next_chunk": self.next_chunk, "first_run": first, "counts": {}})
             (self.out / "parts").mkdir(exist_ok=True)
             if self.settings.tokens:
                 (self.out / "tokens").mkdir(exist_ok=True)
-
-            done = {c: rec for c in range(self.num_chunks) if (rec := self.store.chunk_done(c)) is not None}
-            pending = [c for c in range(self.num_chunks) if c not in done]
+            pending = [(c, idx) for c, idx in plan if c not in committed]
             tracker = BadSampleTracker(BadSamplePolicy(self.max_bad_fraction, self.bad_check_after), name="embed")
-            bad_prev = [(e["video"], e["reason"]) for rec in done.values() for e in rec["errors"]]
-            tracker.load_state_dict({"seen": sum(rec["num_videos"] for rec in done.values()), "bad": len(bad_prev),
-                                     "reasons": count(r for _, r in bad_prev), "examples": bad_prev[:50]})
+            waiting = {k for _, idx in pending for k in idx}  # embedded by this run; the rest is final
+            kept_bad = [(r.path, latest[r.abspath]["reason"]) for k, r in enumerate(self.refs)
+                        if k not in waiting and latest[r.abspath]["status"] == "bad"]
+            kept_bad += [(p["video"], p["reason"]) for p in self.scan.problems]
+            done_videos = len(self.refs) - len(waiting) + len(self.scan.problems)
+            tracker.load_state_dict({"seen": done_videos, "bad": len(kept_bad), "examples": kept_bad[:50],
+                                     "reasons": count(r for _, r in kept_bad)})
             tracker.check()
-            if done:
-                log.info("%s: resuming, %d of %d chunks already done", self.out, len(done), self.num_chunks)
-            stats = {"resumed_chunks": len(done), "embedded_items": 0, "embedded_videos": 0}
+            resumed = len([c for c, _ in plan if c in committed])
+            if resumed:
+                log.info("%s: resuming, %d of %d chunks already done", self.out, resumed, len(plan))
+            stats = {"resumed_chunks": resumed, "planned_chunks": len(plan), "embedded_items": 0,
+                     "embedded_videos": 0, "kept_videos": len(self.refs) - sum(len(idx) for _, idx in plan)}
             t_loop = time.perf_counter()
             if pending:
-                self._embed(pending, done, tracker, stats)
+                for c, rec in self._embed(pending, done_videos, tracker, stats).items():
+                    for e in rec["videos"]:
+                        latest[e["path"]] = e
+                        sources[e["path"]] = {"kind": "part", "chunk": c, "rows": rec["rows"]}
             loop_s = time.perf_counter() - t_loop
-            self._assemble(stats, loop_s, time.perf_counter() - t_start)
+            self._assemble(latest, sources, stats, loop_s, time.perf_counter() - t_start, first)
 
-    def _embed(self, pending: list[int], done: dict, tracker, stats: dict) -> None:
+    def _mkdir(self) -> Path:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError("out_dir", f"{self.out}: exists and is not a folder") from None
+        except PermissionError:
+            raise ConfigError("out_dir", f"{self.out}: permission denied (cannot create it)") from None
+        return self.out
+
+    def _plan(self, prev: dict | None, todo: list[int], committed: dict[int, dict]) -> list[tuple[int, list[int]]]:
+        """Chunks of ``chunk_size`` consecutive videos to embed, as ``(chunk id, input indices)``. A run
+        interrupted on the same inputs keeps its plan (same chunk ids and groups: the resumed output equals
+        an uninterrupted one); otherwise new ids follow the ones in use."""
+        if prev and not prev.get("complete") and prev.get("inputs_sha") == self.inputs_sha and prev.get("plan"):
+            by_path = {r.abspath: k for k, r in enumerate(self.refs)}
+            plan = []
+            for c, paths in prev["plan"]:
+                plan.append((int(c), [by_path[p] for p in paths]))
+            return plan
+        start = int((prev or {}).get("next_chunk", 0))
+        start = max([start] + [c + 1 for c in committed])
+        cs = self.settings.chunk_size
+        return [(start + j, todo[k:k + cs]) for j, k in enumerate(range(0, len(todo), cs))]
+
+    def _embed(self, pending: list[tuple[int, list[int]]], done_videos: int, tracker, stats: dict) -> dict[int, dict]:
         from tqdm import tqdm
 
         s = self.settings
-        cs, B = s.chunk_size, s.batch_size
+        paths = [r.path for r in self.refs]
         groups: list[Group] = []
         states: dict[int, ChunkState] = {}
-        for c in pending:
-            idx = list(range(c * cs, min((c + 1) * cs, len(self.videos))))
-            gs = make_groups(idx, self.videos, c, B)
+        for c, idx in pending:
+            gs = make_groups(idx, paths, c, s.batch_size)
             groups.extend(gs)
-            states[c] = ChunkState(groups_left=len(gs), num_videos=len(idx))
+            states[c] = ChunkState(groups_left=len(gs), refs=[self.refs[k] for k in idx])
+        position = {(c, k): j for c, idx in pending for j, k in enumerate(idx)}  # video index -> place in chunk
         stream = PacketStream(groups, s, self.encoder.spec, self.timeout)
         loader = make_loader(stream, self.workers, pin_memory=self.encoder.device.type == "cuda")
-        n_done_videos = sum(rec["num_videos"] for rec in done.values())
-        bar = tqdm(total=len(self.videos), initial=n_done_videos, unit="video", desc="embed",
+        bar = tqdm(total=len(self.refs) + len(self.scan.problems), initial=done_videos, unit="video", desc="embed",
                    disable=not self.progress, dynamic_ncols=True)
-        n_done = len(done)
+        records: dict[int, dict] = {}
         try:
             for pk in loader:
-                st = states[pk["chunk"]]
+                c = pk["chunk"]
+                st = states[c]
                 if pk["items"]:
                     emb, tok = self.encoder(pk["video"])
                     if emb.shape[1] != self.encoder.dim:  # the config-derived width must be right
                         raise RuntimeError(f"embedding width {emb.shape[1]} != expected {self.encoder.dim}")
                     for r, it in enumerate(pk["items"]):
-                        st.items.setdefault(it["video_index"], []).append(
+                        st.items.setdefault(position[c, it["video_index"]], []).append(
                             (it, emb[r], tok[r] if tok is not None else None))
                     stats["embedded_items"] += len(pk["items"])
                 for b in pk["bad"]:
-                    st.items.pop(b["video_index"], None)
-                    st.bad[b["video_index"]] = b
-                bar.update(len(pk["done"]) + len(pk["bad"]))
-                stats["embedded_videos"] += len(pk["done"]) + len(pk["bad"])
-                tracker.add(len(pk["done"]) + len(pk["bad"]), [(b["video"], b["reason"]) for b in pk["bad"]])
+                    j = position[c, b["video_index"]]
+                    st.items.pop(j, None)
+                    st.bad[j] = b
+                n = len(pk["done"]) + len(pk["bad"])
+                bar.update(n)
+                stats["embedded_videos"] += n
+                tracker.add(n, [(b["video"], b["reason"]) for b in pk["bad"]])
                 if pk["last"]:
                     st.groups_left -= 1
                     if st.groups_left == 0:
-                        counts = self.store.write_chunk(pk["chunk"], states.pop(pk["chunk"]))
-                        n_done += 1
-                        self.store.write_progress(n_done, False, counts=counts)
+                        records[c] = self.store.write_chunk(c, states.pop(c))
                         bar.set_postfix(items=stats["embedded_items"], bad=tracker.bad, refresh=False)
         finally:
             bar.close()
         if states:  # every group sends a last packet; anything left is a bug, never silently dropped
             raise RuntimeError(f"chunks {sorted(states)} did not complete")
+        return records
 
-    def _assemble(self, stats: dict, loop_s: float, total_s: float) -> None:
+    def _assemble(self, latest: dict, sources: dict, stats: dict, loop_s: float, total_s: float, first: dict) -> None:
         enc = self.encoder
-        self.store.assemble(len(self.videos), {
+        counts = self.store.assemble(self.refs, latest, sources, self.scan.problems, {
+            "chunks": stats["planned_chunks"],
             "model": self.model_info,
             "settings": {**self.settings.to_dict(), "feature_used": enc.feature, "frames_used": enc.spec.frames,
                          "size_used": enc.spec.size, "sample": "middle"},
             "run": {"device": str(enc.device), "dtype": self.settings.dtype, "workers": self.workers,
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "threads": torch.get_num_threads(), "torch": torch.__version__, "status": self.status},
             "timing": {
                 "this_run_s": round(total_s, 3),
                 "embed_loop_s": round(loop_s, 3),
                 "resumed_chunks": stats["resumed_chunks"],
+                "kept_videos": stats["kept_videos"],
                 "videos_this_run": stats["embedded_videos"],
                 "items_this_run": stats["embedded_items"],
                 "videos_per_s": round(stats["embedded_videos"] / loop_s, 3) if loop_s > 0 else None,
                 "items_per_s": round(stats["embedded_items"] / loop_s, 3) if loop_s > 0 else None,
             },
         })
+        self.store.write_progress({"complete": True, "inputs_sha": self.inputs_sha, "plan": [],
+                                   "next_chunk": self.next_chunk, "first_run": first,
+                                   "counts": {"items": counts["items"], "bad": counts["videos_bad"]}})
+        # the final files hold everything now; the parts (and their commit records) can go
+        shutil.rmtree(self.out / "parts", ignore_errors=True)

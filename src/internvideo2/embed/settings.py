@@ -18,7 +18,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOKEN_DTYPES = ("float32", "float16")
 
 FORMAT = "internvideo2-embed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass

@@ -1,8 +1,19 @@
-"""The output folder of an embed run: the lock, the resume state (``progress.json`` and the committed
-chunks under ``parts/``), the assembly of the final files, and reading a finished folder back.
+"""The output folder of an embed run: the lock, the per-video state that lets a run resume and a later run
+update only what changed, the chunk commits, the assembly of the final files, and reading a folder back.
 
-Every file is written through :func:`internvideo2.utils.io.atomic_write`; a chunk is done iff its commit
-record ``parts/CCCCCC.json`` exists (written last) and its arrays are intact.
+State (format 2):
+
+* ``videos.json``: one entry per input of the last assembled output, in output order: ``path`` (absolute),
+  ``root`` / ``rel`` (the input root it was found under and the path relative to it), ``size`` /
+  ``mtime_ns`` (its identity on disk when it was read), ``status`` (``ok`` or ``bad``), ``rows``
+  (``[first, stop)`` of its rows in ``embeddings.npy``) or ``reason`` / ``detail`` / ``retry``;
+* ``parts/CCCCCC.json`` (+ ``.npy``, and ``tokens/CCCCCC.npy``): a committed chunk: the same entries for its
+  videos, their item rows and the embeddings; written last, so a chunk is done iff its record exists;
+* ``progress.json``: the settings fingerprint, the plan of the run in progress (chunk id -> videos) and
+  whether the folder is complete.
+
+A video's latest entry is its entry in the newest chunk holding it, else in ``videos.json``. Every file goes
+through :func:`internvideo2.utils.io.atomic_write`.
 """
 from __future__ import annotations
 
@@ -18,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 from ..utils.io import atomic_path, atomic_write, clean_tmp, write_bytes, write_json
@@ -28,6 +38,11 @@ log = logging.getLogger("internvideo2.embed")
 
 OUR_FILES = ("embeddings.npy", "index.jsonl", "errors.jsonl", "meta.json", "progress.json", "videos.json")
 OUR_DIRS = ("parts", "tokens")
+
+#: failure reasons that can change on a later run with the same file (more time, more memory, a transient
+#: I/O or permission problem, an unexpected error): retried by the next run; the others are kept until the
+#: file changes on disk or ``retry_bad`` asks
+RETRYABLE = frozenset({"timeout", "resource", "unreadable", "unexpected_error"})
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
@@ -45,6 +60,10 @@ def count(values: Iterable[str]) -> dict[str, int]:
     return out
 
 
+def chunk_name(c: int) -> str:
+    return f"{c:06d}"
+
+
 class FolderLock:
     """An exclusive POSIX record lock on ``OUT/.lock``, released by the kernel when this process dies.
 
@@ -60,7 +79,10 @@ class FolderLock:
     def __enter__(self):
         import fcntl
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise ConfigError("out_dir", f"{self.path.parent}: permission denied (cannot write there)") from None
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -80,24 +102,28 @@ class ChunkState:
     """The items and failures of one chunk gathered from the stream until its last group finishes."""
 
     groups_left: int
-    num_videos: int
+    refs: list  # the VideoRefs of the chunk, in input order
     items: dict[int, list[tuple[dict, np.ndarray, np.ndarray | None]]] = field(default_factory=dict)
     bad: dict[int, dict] = field(default_factory=dict)
 
 
 class EmbedStore:
-    """One output folder for one run fingerprint (model, settings, inputs)."""
+    """One output folder for one settings fingerprint (model, settings)."""
 
-    def __init__(self, out: Path, fingerprint: dict, num_chunks: int, dim: int, token_shape: tuple[int, int],
-                 settings: EmbedSettings):
-        self.out, self.fingerprint, self.num_chunks = out, fingerprint, num_chunks
+    def __init__(self, out: Path, fingerprint: dict, dim: int, token_shape: tuple[int, int], settings: EmbedSettings):
+        self.out, self.fingerprint = out, fingerprint
         self.dim, self.token_shape, self.settings = dim, token_shape, settings
 
     # -- state ----------------------------------------------------------------------------------------
-    def prepare(self, videos: list[str], overwrite: bool, workers: int) -> dict | None:
-        """Create/check the folder. Returns the previous progress record (None for a fresh start)."""
+    def prepare(self, overwrite: bool) -> dict | None:
+        """Create/check the folder. Returns the previous progress record (None for a fresh folder)."""
         out = self.out
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError("out_dir", f"{out}: exists and is not a folder") from None
+        except PermissionError:
+            raise ConfigError("out_dir", f"{out}: permission denied (cannot create it)") from None
         prog_path = out / "progress.json"
         if overwrite:
             for name in OUR_FILES:
@@ -118,7 +144,7 @@ class EmbedStore:
                 if "settings" in diff:
                     os_, ns = old.get("settings", {}), self.fingerprint["settings"]
                     diff += [f"settings.{k}" for k in sorted(set(os_) | set(ns)) if os_.get(k) != ns.get(k)]
-                raise ConfigError("out_dir", f"{out} holds an embed run with other inputs or settings (differs in: "
+                raise ConfigError("out_dir", f"{out} holds an embed run of another model or settings (differs in: "
                                              f"{', '.join(diff)}); pass --overwrite to start over, or use another "
                                              "output folder")
             return prev
@@ -129,38 +155,46 @@ class EmbedStore:
         if others:
             raise ConfigError("out_dir", f"{out} is not empty and holds no embed run ({', '.join(sorted(others)[:5])}"
                                          "...); choose an empty or new folder")
-        write_json(self.out / "videos.json", videos)
-        self.write_progress(done=0, complete=False, first={"workers": workers, "threads": torch.get_num_threads()})
         return None
 
-    def write_progress(self, done: int, complete: bool, first: dict | None = None, counts: dict | None = None):
-        rec = {
-            "fingerprint": self.fingerprint,
-            "num_chunks": self.num_chunks,
-            "chunks_done": done,
-            "complete": complete,
-            "counts": counts or {},
-        }
-        if first is not None:
-            rec["first_run"] = first
-        else:
-            prev = json.loads((self.out / "progress.json").read_text())
-            rec["first_run"] = prev.get("first_run", {})
-        write_json(self.out / "progress.json", rec)
+    def write_progress(self, rec: dict) -> None:
+        write_json(self.out / "progress.json", {"fingerprint": self.fingerprint, **rec})
+
+    def base_entries(self) -> list[dict]:
+        """The entries of the last assembled output (``videos.json``), in output order."""
+        p = self.out / "videos.json"
+        if not p.is_file():
+            return []
+        data = json.loads(p.read_text())
+        return [e for e in data if isinstance(e, dict)]
+
+    def committed(self) -> dict[int, dict]:
+        """The intact chunk records under ``parts/``, by chunk id."""
+        parts = self.out / "parts"
+        out: dict[int, dict] = {}
+        if not parts.is_dir():
+            return out
+        for jp in sorted(parts.glob("*.json")):
+            if not jp.stem.isdigit():
+                continue
+            rec = self.chunk_done(int(jp.stem))
+            if rec is not None:
+                out[int(jp.stem)] = rec
+        return out
 
     def chunk_done(self, c: int) -> dict | None:
         """The commit record of chunk ``c`` when it is complete and its arrays are intact."""
         parts = self.out / "parts"
-        jp = parts / f"{c:06d}.json"
+        jp = parts / f"{chunk_name(c)}.json"
         if not jp.is_file():
             return None
         try:
             rec = json.loads(jp.read_text())
             n = int(rec["num_items"])
-            arr = np.load(parts / f"{c:06d}.npy", mmap_mode="r" if n else None)
-            ok = arr.shape == (n, self.dim)
+            arr = np.load(parts / f"{chunk_name(c)}.npy", mmap_mode="r" if n else None)
+            ok = arr.shape == (n, self.dim) and sha256(np.asarray(arr)) == rec["sha256"]
             if ok and self.settings.tokens and n:
-                tok = np.load(self.out / "tokens" / f"{c:06d}.npy", mmap_mode="r")
+                tok = np.load(self.out / "tokens" / f"{chunk_name(c)}.npy", mmap_mode="r")
                 ok = tok.shape == (n, *self.token_shape)
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             ok = False
@@ -171,78 +205,121 @@ class EmbedStore:
         return rec
 
     def write_chunk(self, c: int, st: ChunkState) -> dict:
-        rows, embs, toks = [], [], []
-        for vi in sorted(st.items):
-            for it, e, t in sorted(st.items[vi], key=lambda r: r[0]["item"]):
-                rows.append(it)
-                embs.append(e)
-                toks.append(t)
+        """Commit a finished chunk: its embeddings (and tokens), then its record (last)."""
+        rows, embs, toks, entries = [], [], [], []
+        for k, ref in enumerate(st.refs):
+            entry = {"path": ref.abspath, "root": ref.root, "rel": ref.rel, "size": ref.size,
+                     "mtime_ns": ref.mtime_ns}
+            if k in st.bad:
+                b = st.bad[k]
+                entry.update(status="bad", reason=b["reason"], detail=b["detail"], retry=b["reason"] in RETRYABLE)
+            else:
+                got = sorted(st.items.get(k, []), key=lambda r: r[0]["item"])
+                entry.update(status="ok", part_rows=[len(rows), len(rows) + len(got)])
+                for it, e, t in got:
+                    rows.append({key: it[key] for key in ("item", "start_s", "end_s", "frame_indices")})
+                    embs.append(e)
+                    toks.append(t)
+            entries.append(entry)
         emb = np.stack(embs).astype(np.float32) if embs else np.zeros((0, self.dim), np.float32)
-        save_npy(self.out / "parts" / f"{c:06d}.npy", emb)
+        name = chunk_name(c)
+        save_npy(self.out / "parts" / f"{name}.npy", emb)
         if self.settings.tokens and rows:
-            save_npy(self.out / "tokens" / f"{c:06d}.npy", np.stack(toks).astype(self.settings.tokens_dtype))
-        errors = [st.bad[vi] for vi in sorted(st.bad)]
-        rec = {"chunk": c, "num_videos": st.num_videos, "num_items": len(rows), "sha256": sha256(emb),
-               "rows": rows, "errors": errors}
+            save_npy(self.out / "tokens" / f"{name}.npy", np.stack(toks).astype(self.settings.tokens_dtype))
+        rec = {"chunk": c, "num_items": len(rows), "sha256": sha256(emb), "videos": entries, "rows": rows}
         # the commit record is written last: a chunk is done iff this file exists
-        write_json(self.out / "parts" / f"{c:06d}.json", rec, indent=None)
-        return {"chunk": c, "items": len(rows), "bad": len(errors)}
+        write_json(self.out / "parts" / f"{name}.json", rec, indent=None)
+        return rec
 
     # -- the final files ------------------------------------------------------------------------------
-    def assemble(self, num_videos: int, meta_extra: dict[str, Any]) -> None:
-        """Concatenate the committed chunks into ``embeddings.npy``, ``index.jsonl``, ``errors.jsonl`` and
-        ``meta.json`` (``meta_extra`` holds the model, run and timing sections), mark the run complete and
-        remove ``parts/``."""
+    def assemble(self, refs: list, latest: dict[str, dict], sources: dict[str, dict], problems: list[dict],
+                 meta_extra: dict[str, Any]) -> dict:
+        """Write the output for the inputs ``refs`` (in order): each video's latest entry; its rows come from
+        the previous output (``sources[path]["kind"] == "old"``) or from the committed chunk that holds it
+        (``{"kind": "part", "chunk", "rows"}``). Returns the counts. ``problems``: paths that could not be
+        walked (listed as unusable)."""
         out, D = self.out, self.dim
-        recs = []
-        for c in range(self.num_chunks):
-            rec = self.chunk_done(c)
-            if rec is None:
-                raise RuntimeError(f"chunk {c} is not complete; cannot assemble")
-            recs.append(rec)
-        M = sum(r["num_items"] for r in recs)
+        old_emb = None
+        if (out / "embeddings.npy").is_file():
+            old_emb = np.load(out / "embeddings.npy", mmap_mode="r")
+        old_index: dict[int, dict] = {}
+        if (out / "index.jsonl").is_file():
+            for line in (out / "index.jsonl").read_text().splitlines():
+                if line:
+                    r = json.loads(line)
+                    old_index[r["row"]] = r
+        part_emb: dict[int, np.ndarray] = {}
+        roots = sorted({r.root for r in refs})
+        root_id = {r: i for i, r in enumerate(roots)}
+        lines, err_lines, base, reasons = [], [], [], {}
+        blocks: list[tuple[str, Any, int, int]] = []  # (kind, source, first, stop) copied in order
+        n_rows = 0
+        for vi, ref in enumerate(refs):
+            e = latest[ref.abspath]
+            entry = {"path": ref.abspath, "root": ref.root, "rel": ref.rel, "size": e.get("size"),
+                     "mtime_ns": e.get("mtime_ns"), "status": e["status"]}
+            if e["status"] == "bad":
+                entry.update(reason=e["reason"], detail=e["detail"], retry=e["retry"])
+                err_lines.append(json.dumps({"video": ref.rel, "root": root_id[ref.root], "video_index": vi,
+                                             "reason": e["reason"], "detail": e["detail"], "retry": e["retry"]}))
+                reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
+                base.append(entry)
+                continue
+            src = sources[ref.abspath]
+            if src["kind"] == "part":
+                c, (a, b) = src["chunk"], e["part_rows"]
+                rows = src["rows"][a:b]
+                blocks.append(("part", c, a, b))
+                tok_refs = [(f"tokens/{chunk_name(c)}.npy", a + j) for j in range(b - a)]
+            else:  # kept from the previous output
+                a, b = e["rows"]
+                prev = [old_index[i] for i in range(a, b)]
+                rows = [{key: r[key] for key in ("item", "start_s", "end_s", "frame_indices")} for r in prev]
+                tok_refs = [(r.get("tokens"), r.get("tokens_row")) for r in prev]
+                blocks.append(("old", None, a, b))
+            for j, r in enumerate(rows):
+                row = {"row": n_rows + j, "video": ref.rel, "root": root_id[ref.root], "video_index": vi, **r}
+                if self.settings.tokens:
+                    row["tokens"], row["tokens_row"] = tok_refs[j]
+                lines.append(json.dumps(row))
+            entry["rows"] = [n_rows, n_rows + len(rows)]
+            n_rows += len(rows)
+            base.append(entry)
+        for p in problems:
+            err_lines.append(json.dumps({"video": p["video"], "root": None, "video_index": None,
+                                         "reason": p["reason"], "detail": p["detail"], "retry": True}))
+            reasons[p["reason"]] = reasons.get(p["reason"], 0) + 1
         # embeddings: streamed into a memory map, so a large run never needs them all in memory
+        M = n_rows
         if M:
             with atomic_path(out / "embeddings.npy") as tmp:
                 mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(M, D))
                 off = 0
-                for rec in recs:
-                    n = rec["num_items"]
-                    if n:
-                        part = np.load(out / "parts" / f"{rec['chunk']:06d}.npy")
-                        if sha256(part) != rec["sha256"]:
-                            raise RuntimeError(f"parts/{rec['chunk']:06d}.npy does not match its commit record")
-                        mm[off:off + n] = part
-                    off += n
+                for kind, c, a, b in blocks:
+                    if kind == "part":
+                        if c not in part_emb:
+                            part_emb[c] = np.load(out / "parts" / f"{chunk_name(c)}.npy")
+                        mm[off:off + b - a] = part_emb[c][a:b]
+                    else:
+                        mm[off:off + b - a] = old_emb[a:b]
+                    off += b - a
                 mm.flush()
                 del mm
         else:
             save_npy(out / "embeddings.npy", np.zeros((0, D), np.float32))
-
-        lines, err_lines, reasons = [], [], {}
-        off = 0
-        for rec in recs:
-            for j, r in enumerate(rec["rows"]):
-                row = {"row": off + j, **r}
-                if self.settings.tokens:
-                    row["tokens"] = f"tokens/{rec['chunk']:06d}.npy"
-                    row["tokens_row"] = j
-                lines.append(json.dumps(row))
-            off += rec["num_items"]
-            for e in rec["errors"]:
-                err_lines.append(json.dumps(e))
-                reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
         write_bytes(out / "index.jsonl", "".join(x + "\n" for x in lines).encode())
         write_bytes(out / "errors.jsonl", "".join(x + "\n" for x in err_lines).encode())
-
+        write_json(out / "videos.json", base)
         n_bad = len(err_lines)
-        counts = {"videos": num_videos, "videos_ok": num_videos - n_bad, "videos_bad": n_bad,
-                  "items": M, "bad_reasons": dict(sorted(reasons.items())), "chunks": self.num_chunks}
+        counts = {"videos": len(refs) + len(problems), "videos_ok": len(refs) + len(problems) - n_bad,
+                  "videos_bad": n_bad, "items": M, "bad_reasons": dict(sorted(reasons.items())),
+                  "chunks": meta_extra.pop("chunks")}
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": meta_extra["model"],
             "settings": meta_extra["settings"],
+            "inputs": {"roots": roots},
             "outputs": {"embeddings": "embeddings.npy", "shape": [M, D], "dtype": "float32",
                         "index": "index.jsonl", "errors": "errors.jsonl", "videos": "videos.json",
                         "tokens": "tokens/" if self.settings.tokens else None,
@@ -253,9 +330,12 @@ class EmbedStore:
             "timing": meta_extra["timing"],
         }
         write_json(out / "meta.json", meta)
-        self.write_progress(self.num_chunks, True, counts={"items": M, "bad": n_bad})
-        # the final files hold everything now; the parts (and their commit records) can go
-        shutil.rmtree(out / "parts", ignore_errors=True)
+        if self.settings.tokens:  # token files no kept row refers to any more
+            used = {json.loads(x)["tokens"] for x in lines}
+            for p in (out / "tokens").glob("*.npy"):
+                if f"tokens/{p.name}" not in used:
+                    p.unlink()
+        return counts
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,19 +343,21 @@ class EmbedStore:
 # ----------------------------------------------------------------------------------------------------------
 @dataclass
 class EmbedResult:
-    """What :func:`~internvideo2.embed.embed_videos` returns.
+    """What :func:`~internvideo2.embed.embed_videos` and :func:`~internvideo2.embed.load` return.
 
     Attributes:
         embeddings: ``float32 [M, D]`` (memory-mapped from ``OUT/embeddings.npy`` when an output folder
             was given).
-        index: one dict per row (``row``, ``video``, ``video_index``, ``item``, ``start_s``, ``end_s``,
-            ``frame_indices``; ``tokens`` / ``tokens_row`` with tokens).
-        errors: one dict per unusable video (``video``, ``video_index``, ``reason``, ``detail``).
-        meta: the ``meta.json`` content (model, settings, counts, timing).
+        index: one dict per row: ``row``, ``video`` (relative to its input root), ``root`` (its index in
+            ``meta["inputs"]["roots"]``), ``path`` (absolute), ``video_index``, ``item``, ``start_s``,
+            ``end_s``, ``frame_indices`` (``tokens`` / ``tokens_row`` with tokens).
+        errors: one dict per unusable video or path: ``video``, ``root``, ``path``, ``video_index``, ``reason``,
+            ``detail``, ``retry`` (whether the next run tries it again).
+        meta: the ``meta.json`` content (model, settings, inputs, counts, timing).
         out_dir: the output folder, or None for an in-memory run.
         token_arrays: with ``tokens=True``: ``{file name: [n, 1+N, C] array}`` (see :meth:`tokens_of`).
-        status: ``"complete"``, or ``"already_complete"`` when ``out_dir`` held this finished run and
-            nothing was computed.
+        status: ``"complete"``, ``"updated"`` (an earlier output of these settings was brought up to date with
+            the inputs) or ``"already_complete"`` (nothing to do).
     """
 
     embeddings: np.ndarray
@@ -295,27 +377,83 @@ class EmbedResult:
 
     @property
     def tokens(self) -> np.ndarray | None:
-        """All tokens ``[M, 1+N, C]`` in row order (concatenated; None without tokens)."""
+        """All tokens ``[M, 1+N, C]`` in row order (None without tokens)."""
         if self.token_arrays is None:
             return None
-        names = sorted(self.token_arrays)
-        if not names:
+        if not self.index:
             shape = self.meta["outputs"]["token_shape"]
             return np.zeros((0, *shape), dtype=self.meta["outputs"]["tokens_dtype"])
-        return np.concatenate([self.token_arrays[n] for n in names])
+        return np.stack([self.tokens_of(r["row"]) for r in self.index])
+
+    def to_dataframe(self):
+        """The index as a pandas DataFrame with an ``embedding`` column (needs pandas)."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.index)
+        df["embedding"] = list(np.asarray(self.embeddings))
+        return df
+
+    def to_parquet(self, path: str | os.PathLike) -> Path:
+        """Write the index and the embeddings as one Parquet file (needs pyarrow): one row per item, the
+        embedding as a fixed-size list column."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = {k: [r.get(k) for r in self.index] for k in ("row", "video", "path", "video_index", "item",
+                                                            "start_s", "end_s")}
+        emb = np.asarray(self.embeddings, dtype=np.float32)
+        table = pa.table({**cols, "frame_indices": [r["frame_indices"] for r in self.index],
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])})
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return Path(path)
 
 
-def load_result(out: Path, in_memory: bool) -> EmbedResult:
-    """Read a finished output folder (``in_memory``: arrays loaded, else memory-mapped)."""
-    meta = json.loads((out / "meta.json").read_text())
+def load(out_dir: str | os.PathLike, *, in_memory: bool = False) -> EmbedResult:
+    """Read an embed output folder: embeddings (memory-mapped unless ``in_memory``), the index and errors
+    with absolute ``path`` s resolved from the recorded input roots, the metadata and the tokens. Raises
+    :class:`ConfigError` when the folder holds no finished run."""
+    out = Path(out_dir)
+    if not (out / "meta.json").is_file():
+        raise ConfigError("out_dir", f"{out}: no finished embed run here (meta.json missing)")
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError("out_dir", f"{out / 'meta.json'}: unreadable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ConfigError("out_dir", f"{out}: not an embed output (format {meta.get('format')!r})")
     mmap = None if in_memory else "r"
-    emb = np.load(out / "embeddings.npy", mmap_mode=mmap if meta["counts"]["items"] else None)
-    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines() if line]
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines() if line]
-    tok = None
-    if meta["settings"]["tokens"]:
-        tok = {}
-        for name in sorted({r["tokens"] for r in index}):
-            tok[name] = np.load(out / name, mmap_mode=mmap)
-    return EmbedResult(np.asarray(emb) if in_memory else emb, index, errors, meta,
-                       None if in_memory else str(out), tok)
+    try:
+        emb = np.load(out / "embeddings.npy", mmap_mode=mmap if meta["counts"]["items"] else None)
+        roots = meta.get("inputs", {}).get("roots", [])
+    except (KeyError, TypeError) as e:
+        raise ConfigError("out_dir", f"{out}: incomplete embed metadata (missing {e})") from None
+    except ValueError as e:  # a truncated or foreign .npy
+        raise ConfigError("out_dir", f"{out / 'embeddings.npy'}: unreadable ({e})") from None
+
+    def resolve(r: dict) -> dict:
+        root = r.get("root")
+        r["path"] = os.path.join(roots[root], r["video"]) if isinstance(root, int) and root < len(roots) \
+            else r["video"]
+        return r
+
+    def rows(name: str) -> list[dict]:
+        out_rows = []
+        for k, line in enumerate((out / name).read_text().splitlines()):
+            if line:
+                try:
+                    out_rows.append(resolve(json.loads(line)))
+                except (ValueError, AttributeError) as e:
+                    raise ConfigError("out_dir", f"{out / name}: line {k + 1} unreadable ({e})") from None
+        return out_rows
+
+    try:
+        index, errors = rows("index.jsonl"), rows("errors.jsonl")
+        if len(index) != len(emb):
+            raise ConfigError("out_dir", f"{out}: index.jsonl has {len(index)} rows for {len(emb)} embeddings")
+        tok = None
+        if meta["settings"]["tokens"]:
+            tok = {name: np.load(out / name, mmap_mode=mmap) for name in sorted({r["tokens"] for r in index})}
+    except (KeyError, TypeError) as e:
+        raise ConfigError("out_dir", f"{out}: incomplete embed metadata (missing {e})") from None
+    return EmbedResult(np.asarray(emb) if in_memory else emb, index, errors, meta, str(out), tok)

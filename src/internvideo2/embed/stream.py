@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MediaError
+from ..errors import MediaError, ResourceError
 from .planning import Group, plan_items
 from .settings import EmbedSettings
 
@@ -93,9 +93,11 @@ class PacketStream(torch.utils.data.IterableDataset):
                     if len(items) == B and (k < len(plan) or v < len(g.videos) - 1):
                         yield packet(last=False)
                 done.append(vi)
-            except Exception as e:
+            except Exception as e:  # one bad file must never end the run: it is listed
                 if isinstance(e, MediaError):
                     reason, detail = e.reason, e.detail
+                elif isinstance(e, (ResourceError, MemoryError)):
+                    reason, detail = "resource", f"{type(e).__name__}: {e}"
                 else:
                     # not a typed media error: still this file's failure, reported with its type (a
                     # systematic bug shows up as every file failing and trips the bad-fraction limit)

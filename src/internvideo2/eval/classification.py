@@ -170,6 +170,9 @@ class ClassificationCLI:
         parser.add_argument("--crops", type=int, default=1, help="spatial views per clip")
         parser.add_argument("--frames", type=int, default=None, help="frames per view (default: the model's)")
         parser.add_argument("--num", type=int, default=None, help="first N videos only")
+        parser.add_argument("--classes", default=None, metavar="FILE",
+                            help="the class list, in the head's order (one name per line, or a classes.json): "
+                                 "needed when the labels are class names")
         parser.add_argument("-o", "--out", default=None, help="write the results as JSON here")
 
     @staticmethod
@@ -179,11 +182,24 @@ class ClassificationCLI:
         from ..checkpoint.loader import load_model
         from ..data.annotations import read_classification
         from ..data.video import probe_video, read_frames
+        from ..errors import ConfigError
+        from .zeroshot import read_classes
 
+        label_map = None
+        if args.classes:
+            names = read_classes(args.classes, key="name")
+            label_map = {n: k for k, n in enumerate(names)}
         model = load_model(args.model)
         if getattr(model, "head", None) is None:
-            raise ValueError("eval cls needs a classifier with a head (model_type 'classifier')")
-        recs = read_classification(args.data, args.videos).records
+            raise ConfigError("--model", f"{args.model}: eval cls needs a classifier with a head (model type "
+                                         f"'classifier'); this is a {model.model_type!r} model")
+        num_classes = model.config.num_classes
+        if label_map is not None and len(label_map) != num_classes:
+            raise ConfigError("--classes", f"{args.classes} lists {len(label_map)} classes, the model's head has "
+                                           f"{num_classes}")
+        ann = read_classification(args.data, args.videos, label_map=label_map, num_classes=num_classes,
+                                  unmapped_names="error")
+        recs = ann.records
         recs = recs[: args.num] if args.num else recs
         videos = []
         for r in recs:

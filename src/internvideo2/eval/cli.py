@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-
-from internvideo2.errors import InternVideo2Error
 
 # task name -> (module or "module:object", one-line help). They expose configure_cli(parser) and run_cli(args) -> int.
 TASKS: dict[str, tuple[str, str]] = {
@@ -37,7 +34,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="the task's options (`internvideo2 eval TASK --help`)")
 
 
+# the path options of the tasks, checked before any work: name -> what it must be
+_INPUT_FILES = ("gt", "pred", "data", "classes")
+_INPUT_DIRS = ("videos",)
+_INPUT_PATHS = ("model",)  # a saved folder or a checkpoint file
+_OUTPUT_FILES = ("out", "output")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Raise :class:`~internvideo2.errors.ConfigError` for a missing input, a folder given for a file (or
+    the reverse) and an output that cannot be written, before a model is loaded."""
+    from internvideo2.utils.paths import input_dir, input_file, input_path, output_file
+
+    for names, check in ((_INPUT_FILES, input_file), (_INPUT_DIRS, input_dir), (_INPUT_PATHS, input_path),
+                         (_OUTPUT_FILES, output_file)):
+        for name in names:
+            value = getattr(args, name, None)
+            if value is not None:
+                check(value, name)
+
+
 def run(args: argparse.Namespace) -> int:
+    from internvideo2.errors import ConfigError
+    from internvideo2.utils.argparsing import flag_for
+
     module_name, help_text = TASKS[args.task]
     module_name, _, attr = module_name.partition(":")
     module = importlib.import_module(module_name)
@@ -47,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     module.configure_cli(parser)
     task_args = parser.parse_args(args.task_args)
     try:
+        check_paths(task_args)
         return int(module.run_cli(task_args) or 0)
-    except InternVideo2Error as e:
-        print(f"internvideo2 eval {args.task}: error: {e}", file=sys.stderr)
-        return 2
+    except ConfigError as e:  # name the task's flag (the top-level parser does not know it)
+        raise ConfigError(flag_for(parser, e.field.lstrip("-").replace("-", "_")), e.reason) from None

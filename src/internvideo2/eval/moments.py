@@ -20,6 +20,7 @@ full precision).
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -49,7 +50,11 @@ def load_jsonl(path: str | Path) -> list[dict]:
     except FileNotFoundError:
         raise AnnotationError(str(path), "-", "file not found") from None
     with f:
-        for i, line in enumerate(f, 1):
+        try:
+            lines = list(f)
+        except UnicodeDecodeError as e:
+            raise AnnotationError(str(path), "-", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+        for i, line in enumerate(lines, 1):
             line = line.strip()
             if not line:
                 continue
@@ -162,6 +167,8 @@ def _index(rows: Sequence[Mapping], path: str) -> OrderedDict[Hashable, tuple[in
         if "qid" not in r:
             raise AnnotationError(path, i + 1, "field 'qid' missing")
         q = r["qid"]
+        if isinstance(q, bool) or not isinstance(q, (str, int)):
+            raise AnnotationError(path, i + 1, f"field 'qid' must be a string or an integer, got {q!r:.60}")
         if q in out:
             raise AnnotationError(path, i + 1, f"qid {q!r} appears twice (first on row {out[q][0] + 1})")
         out[q] = (i, r)
@@ -211,13 +218,24 @@ def _mr_bucket(qids, gt, sub, gt_path, sub_path, length_range, thresholds, r1_th
     return {"MR-mAP": m_ap, "MR-R1": r1}, n, float(np.mean(ious))
 
 
+MAX_CLIPS = 10**6  # a highlight-detection video longer than this many clips is a broken row, not a video
+
+
 def _saliency_matrix(path: str, row: int, g: Mapping, clip_length: float) -> np.ndarray:
     for f in ("duration", "relevant_clip_ids", "saliency_scores"):
         if f not in g:
             raise AnnotationError(path, row, f"field {f!r} missing (needed for highlight detection)")
-    n = int(float(g["duration"]) / clip_length)
-    ids = np.asarray(g["relevant_clip_ids"], dtype=np.int64).reshape(-1)
-    sc = np.asarray(g["saliency_scores"], dtype=np.float64)
+    try:
+        duration = float(g["duration"])
+        ids = np.asarray(g["relevant_clip_ids"], dtype=np.int64).reshape(-1)
+        sc = np.asarray(g["saliency_scores"], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise AnnotationError(path, row, "'duration', 'relevant_clip_ids' and 'saliency_scores' must be a number, "
+                              "a list of clip ids and a list of score lists") from None
+    if not math.isfinite(duration) or duration / clip_length > MAX_CLIPS:
+        raise AnnotationError(path, row, f"duration {g['duration']!r} is not a finite number of seconds up to "
+                              f"{MAX_CLIPS * clip_length:.0f}")
+    n = int(duration / clip_length)
     if sc.ndim != 2 or sc.shape[0] != len(ids):
         raise AnnotationError(path, row, f"'saliency_scores' must be one list per relevant clip, got shape "
                               f"{sc.shape} for {len(ids)} clips")

@@ -108,6 +108,12 @@ def average_precision_detection(gt: Detections, pred: Detections,
 # files
 # --------------------------------------------------------------------------------------------------
 
+def _label(path: str, where: str, lab) -> str | int:
+    if isinstance(lab, bool) or not isinstance(lab, (str, int)):
+        raise AnnotationError(path, where, f"field 'label' must be a class name or id, got {lab!r:.60}")
+    return lab
+
+
 def _read_json(path: str | Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -116,6 +122,8 @@ def _read_json(path: str | Path) -> dict:
         raise AnnotationError(str(path), "-", "file not found") from None
     except json.JSONDecodeError as e:
         raise AnnotationError(str(path), f"line {e.lineno}", f"invalid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationError(str(path), "-", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
         raise AnnotationError(str(path), "-", "top level must be a JSON object")
     return data
@@ -166,7 +174,7 @@ def parse_ground_truth(data: dict, subset: str | None = "validation", path: str 
             s, e = _segment(path, where, ann)
             if "label" not in ann:
                 raise AnnotationError(path, where, "field 'label' missing")
-            lab = ann["label"]
+            lab = _label(path, where, ann["label"])
             if lab not in index:
                 index[lab] = len(index)
             videos.append(vid)
@@ -201,17 +209,22 @@ def parse_predictions(data: dict, class_index: dict[Hashable, int], path: str = 
             for f in ("label", "score"):
                 if f not in it:
                     raise AnnotationError(path, where, f"field {f!r} missing")
-            lab = it["label"]
+            lab = _label(path, where, it["label"])
             if lab not in class_index:
                 if unknown_labels == "ignore":
                     dropped += 1
                     continue
                 raise AnnotationError(path, where, f"label {lab!r} does not occur in the evaluated "
                                       "ground truth (use unknown_labels='ignore' to drop such rows)")
+            raw = it["score"]
             try:
-                sc = float(it["score"])
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)):  # "0.5" is a mistake upstream
+                    raise TypeError
+                sc = float(raw)
             except (TypeError, ValueError):
-                raise AnnotationError(path, where, f"field 'score' is not numeric: {it['score']!r}") from None
+                raise AnnotationError(path, where, f"field 'score' is not numeric: {raw!r}") from None
+            if not np.isfinite(sc):
+                raise AnnotationError(path, where, f"field 'score' is not finite: {raw!r}")
             videos.append(vid)
             segs.append((s, e))
             labels.append(class_index[lab])

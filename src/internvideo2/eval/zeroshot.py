@@ -66,18 +66,50 @@ def retrieval_from_files(model, annotation: str | Path, video_root: str | Path |
     return res
 
 
-def read_classes(classes: str | Path | Sequence[str]) -> list[str]:
-    """Class names: a list, a ``classes.json`` of the synthetic world (its natural-language
-    ``description`` of each label, in label order) or a text file with one name per line."""
+def read_classes(classes: str | Path | Sequence[str], key: str = "description") -> list[str]:
+    """Class names in label order: a list, a ``classes.json`` (a list of names, or the synthetic world's rows
+    ``{"label", "name", "description"}``: ``key`` picks the natural-language ``description`` for zero-shot
+    prompts or the ``name``) or a text file with one name per line. A missing, unreadable or empty list, or
+    one with duplicate names, raises :class:`ConfigError` naming the file."""
     if not isinstance(classes, (str, Path)):
-        return list(classes)
-    p = Path(classes)
-    if p.suffix == ".json":
-        data = json.loads(p.read_text())
-        if data and isinstance(data[0], dict):
-            return [d.get("description") or d["name"] for d in sorted(data, key=lambda d: d["label"])]
-        return [str(x) for x in data]
-    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        names = list(classes)
+        where = "classes"
+    else:
+        p = Path(classes)
+        where = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("classes", f"{p}: no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError("classes", f"{p}: cannot be read ({e})") from None
+        if p.suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError("classes", f"{p}: invalid JSON ({e})") from None
+            if not isinstance(data, list):
+                raise ConfigError("classes", f"{p}: expected a JSON list of class names or rows")
+            if data and all(isinstance(d, dict) and "label" in d for d in data):
+                labels = [d["label"] for d in data]
+                if any(isinstance(y, bool) or not isinstance(y, int) for y in labels) or \
+                        sorted(labels) != list(range(len(labels))):
+                    raise ConfigError("classes", f"{p}: the rows' 'label' values must be the integers "
+                                      f"0..{len(data) - 1} once each")
+                names = [d.get(key) or d.get("name") for d in sorted(data, key=lambda d: d["label"])]
+            else:
+                names = data
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip()]
+    bad = next((n for n in names if not isinstance(n, str) or not n.strip()), 0)
+    if bad != 0:
+        raise ConfigError("classes", f"{where}: class names must be non-empty strings, got {bad!r:.60}")
+    if not names:
+        raise ConfigError("classes", f"{where}: the class list is empty")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError("classes", f"{where}: duplicate class names {dup[:5]}")
+    return [str(n) for n in names]
 
 
 def zeroshot_from_files(model, annotation: str | Path, video_root: str | Path | None, classes, *,

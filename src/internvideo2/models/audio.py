@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from internvideo2.errors import ConfigError
+from internvideo2.utils.typed import check_fields
 
 log = logging.getLogger("internvideo2.models.audio")
 
@@ -92,6 +93,10 @@ class BEATsConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("layer_wise_gradient_decay_ratio",),
+                     nonneg=("num_buckets", "max_distance", "predictor_class"),
+                     unit=("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
+                           "predictor_dropout"), layers=("encoder_layers",))
         for name in (
             "input_patch_size",
             "embed_dim",

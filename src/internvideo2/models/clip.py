@@ -14,6 +14,7 @@ like the LLaMA tower's. Official CLIP files therefore load for their vision part
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..objectives.losses import pool_text, vtc_loss
+from ..utils.typed import check_fields
 from .api import EmbeddingModel, TextEmbedding, VideoEmbedding
 from .config import VisionConfig, vision_config
 from .text import BertConfig, BertModel, TokenizerMixin
@@ -57,6 +59,7 @@ class CLIPConfig:
     add_sep: bool = True
 
     def __post_init__(self):
+        check_fields(self, positive=("embed_dim", "temp", "temp_min", "max_txt_len"), nonneg=("align_dim",))
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
         if isinstance(self.text, dict):
@@ -69,6 +72,18 @@ class CLIPConfig:
         if out != self.embed_dim:
             raise ConfigError("embed_dim", f"the text projection ({self.embed_dim}) must match the video embedding "
                                            f"width ({out}: align_dim or vision.clip_embed_dim)")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, text: str | BertConfig | None = None, **overrides: Any) -> CLIPConfig:
+        """The default CLIP model around a backbone: ``text`` a BERT preset name or config (default
+        :func:`~internvideo2.models.text.default_text_tower`), the embedding as wide as ``align_dim`` or the
+        pooled feature."""
+        from .text import bert_config, default_text_tower
+
+        if not isinstance(text, BertConfig):
+            text = bert_config(text or default_text_tower(vision.embed_dim))
+        overrides.setdefault("embed_dim", overrides.get("align_dim") or vision.clip_embed_dim)
+        return cls(vision=vision, text=text, **overrides)
 
 
 class InternVideo2CLIP(EmbeddingModel, TokenizerMixin, nn.Module):

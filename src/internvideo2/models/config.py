@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigError
+from ..utils.typed import check_fields
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,7 +84,11 @@ class VisionConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self):
+        check_fields(self, positive=("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "img_size",
+                                     "num_frames", "tubelet_size", "in_chans", "norm_eps"),
+                     nonneg=("init_values", "attn_pool_heads", "clip_embed_dim", "drop_path_rate"), layers=("depth",))
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        _check(all(v > 0 for v in self.std), "std", f"must be positive, got {self.std}")
         _check(self.embed_dim > 0 and self.depth > 0 and self.num_heads > 0, "embed_dim", "sizes must be positive")
         _check(self.embed_dim % self.num_heads == 0, "num_heads",
                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
@@ -179,6 +184,39 @@ def vision_config(preset: str | VisionConfig | dict, **overrides: Any) -> Vision
     return base.replace(**overrides) if overrides else dataclasses.replace(base)
 
 
+def find_vision(config: Any) -> VisionConfig:
+    """The :class:`VisionConfig` inside any model config (depth-first through dataclass fields)."""
+    if isinstance(config, VisionConfig):
+        return config
+    if dataclasses.is_dataclass(config):
+        for f in fields(config):
+            v = getattr(config, f.name)
+            if isinstance(v, VisionConfig) or dataclasses.is_dataclass(v):
+                try:
+                    return find_vision(v)
+                except ConfigError:
+                    continue
+    raise ConfigError("vision", f"{type(config).__name__} holds no VisionConfig")
+
+
+def replace_vision(config: Any, **changes: Any) -> Any:
+    """A copy of any model config with its :class:`VisionConfig` changed (e.g. ``num_frames`` / ``img_size``
+    to rebuild a saved model for another input). Nested configs are copied, the others shared."""
+    if isinstance(config, VisionConfig):
+        return config.replace(**changes)
+    if not dataclasses.is_dataclass(config):
+        raise ConfigError("vision", f"{type(config).__name__} is not a model config")
+    for f in fields(config):
+        v = getattr(config, f.name)
+        if dataclasses.is_dataclass(v):
+            try:
+                find_vision(v)
+            except ConfigError:
+                continue
+            return dataclasses.replace(config, **{f.name: replace_vision(v, **changes)})
+    raise ConfigError("vision", f"{type(config).__name__} holds no VisionConfig")
+
+
 @dataclass
 class ClassifierConfig:
     """Action classifier (spec §2.1-2.2): core -> clip_projector -> fc_norm -> dropout -> head.
@@ -205,13 +243,18 @@ class ClassifierConfig:
     merge_norm: str = "kaiming_BN"
 
     def __post_init__(self):
+        check_fields(self, nonneg=("num_classes", "init_scale"), unit=("fc_drop_rate",))
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
-        _check(self.num_classes >= 0, "num_classes", "must be >= 0")
         _check(self.head in ("linear", "ap", "cat"), "head", "must be 'linear', 'ap' or 'cat'")
         _check(self.merge_method in ("proj", "cls_avg1", "cls_avgN", "cls_avg1_proj", "cls_avgN_proj"),
                "merge_method", "must be proj, cls_avg1, cls_avgN, cls_avg1_proj or cls_avgN_proj")
         _check(self.merge_norm in ("kaiming_BN", "BN", "LN"), "merge_norm", "must be kaiming_BN, BN or LN")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, **overrides: Any) -> ClassifierConfig:
+        """The default classifier around a backbone (``create_model(preset, "classifier", ...)``)."""
+        return cls(vision=vision, **overrides)
 
 
 @dataclass
@@ -253,6 +296,9 @@ class PretrainConfig:
     sep_image_video_pos_embed: bool = False
 
     def __post_init__(self):
+        check_fields(self, nonneg=("clip_teacher_embed_dim", "clip_teacher_final_dim", "clip_return_layer",
+                                   "mae_teacher_embed_dim", "mae_return_layer"),
+                     positive=("clip_return_interval", "mae_return_interval"))
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
         _check(self.clip_return_layer >= 1 or self.clip_return_index, "clip_return_layer",
@@ -265,6 +311,11 @@ class PretrainConfig:
                           ("mae_return_layer", self.mae_student_index)):
             _check(all(0 <= i < depth for i in idx), name, f"layer indices {idx} outside 0..{depth - 1}")
         _check(self.vision.cls_token, "vision.cls_token", "the pretraining encoder needs a cls token")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, **overrides: Any) -> PretrainConfig:
+        """The default stage-1 student around a backbone (the spec's teacher widths)."""
+        return cls(vision=vision, **overrides)
 
     @property
     def clip_student_index(self) -> list[int]:
@@ -303,12 +354,22 @@ class TeacherConfig:
     norm_type: str = "l2"
 
     def __post_init__(self):
+        check_fields(self, positive=("return_interval",))
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
         _check(self.kind in ("internvl_clip", "videomae", "internvideo2"), "kind",
                "must be 'internvl_clip', 'videomae' or 'internvideo2'")
         _check(self.norm_type in ("l2", "none"), "norm_type", "must be 'l2' or 'none'")
         _check(self.return_layer >= 1, "return_layer", "must be >= 1")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, **overrides: Any) -> TeacherConfig:
+        """A teacher around a backbone; ``kind`` follows the backbone unless given: per-frame (1 frame)
+        ``internvl_clip``, no cls token ``videomae``, otherwise the whole-video ``internvideo2`` teacher."""
+        if "kind" not in overrides:
+            overrides["kind"] = ("internvl_clip" if vision.num_frames == 1 else
+                                 "videomae" if not vision.cls_token else "internvideo2")
+        return cls(vision=vision, **overrides)
 
     @property
     def return_index(self) -> list[int]:

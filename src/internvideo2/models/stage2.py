@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..objectives.losses import mlm_loss, pool_text, uta_loss, visible_targets, vtc_loss, vtm_loss
 from ..objectives.masking import random_mask, tube_mask
+from ..utils.typed import check_fields
 from .api import EmbeddingModel, TextEmbedding, VideoEmbedding
 from .config import PretrainConfig, VisionConfig
 from .text import BertConfig, BertForMaskedLM, TokenizerMixin
@@ -93,6 +94,10 @@ class Stage2Config:
     text_pool: str = "cls"
 
     def __post_init__(self):
+        check_fields(self, positive=("embed_dim", "temp", "temp_min", "temp_max", "max_txt_len", "vtm_batch",
+                                     "mlm_batch"),
+                     nonneg=("loss_vtc", "loss_vtm", "loss_mlm", "loss_uta", "freeze_text_layers"),
+                     unit=("video_mask_ratio", "image_mask_ratio", "mlm_prob"))
         if isinstance(self.vision, dict):
             self.vision = PretrainConfig(**self.vision)
         if isinstance(self.text, dict):
@@ -112,6 +117,19 @@ class Stage2Config:
         for name in ("video_mask_ratio", "image_mask_ratio", "mlm_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(name, "must be in [0, 1)")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, text: str | BertConfig | None = None, **overrides: Any) -> Stage2Config:
+        """The default stage-2 model around a backbone: the stage-2 vision encoder (no UTA decoders in use,
+        its CLIP decoder sized to the backbone), ``text`` = a :data:`~internvideo2.models.text.BERT_PRESETS` name or
+        a :class:`BertConfig` (default :func:`~internvideo2.models.text.default_text_tower`), cross-attending
+        to the backbone's width."""
+        from .text import bert_config, default_text_tower
+
+        if not isinstance(text, BertConfig):
+            text = bert_config(text or default_text_tower(vision.embed_dim), encoder_width=vision.embed_dim)
+        pcfg = PretrainConfig(vision=vision, clip_teacher_embed_dim=vision.clip_embed_dim, clip_teacher_final_dim=0)
+        return cls(vision=pcfg, text=text, **overrides)
 
 
 class InternVideo2Stage2(EmbeddingModel, TokenizerMixin, nn.Module):

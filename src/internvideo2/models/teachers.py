@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..objectives.losses import pool_text, vtc_loss
+from ..utils.typed import check_fields
 from .api import EmbeddingModel, TextEmbedding, VideoEmbedding
 from .config import TeacherConfig, VisionConfig, vision_config
 from .layers import Block, init_vit_weights
@@ -54,6 +56,7 @@ class ImageTextTeacherConfig:
     add_sep: bool = True
 
     def __post_init__(self):
+        check_fields(self, positive=("embed_dim", "temp", "max_txt_len"))
         if isinstance(self.vision, dict):
             self.vision = TeacherConfig(**self.vision)
         if isinstance(self.text, dict):
@@ -62,6 +65,18 @@ class ImageTextTeacherConfig:
             raise ConfigError("vision.kind", "the image-text teacher is per-frame: kind must be 'internvl_clip'")
         if self.text_pool not in ("mean", "cls"):
             raise ConfigError("text_pool", "must be 'mean' or 'cls'")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, text: str | BertConfig | None = None,
+                    **overrides: Any) -> ImageTextTeacherConfig:
+        """An image-text teacher around a backbone, made per-frame (1 frame, tubelet 1); ``text`` a BERT preset
+        name or config (default :func:`~internvideo2.models.text.default_text_tower`)."""
+        from .text import bert_config, default_text_tower
+
+        if not isinstance(text, BertConfig):
+            text = bert_config(text or default_text_tower(vision.embed_dim))
+        frame = TeacherConfig(vision=vision.replace(num_frames=1, tubelet_size=1), kind="internvl_clip")
+        return cls(vision=frame, text=text, **overrides)
 
 
 class ImageTextTeacher(EmbeddingModel, TokenizerMixin, nn.Module):
@@ -173,6 +188,7 @@ class VideoMAETeacherConfig:
     motion_weight: float = 0.0
 
     def __post_init__(self):
+        check_fields(self, positive=("decoder_dim", "decoder_depth", "decoder_heads"), layers=("decoder_depth",))
         if isinstance(self.encoder, dict):
             self.encoder = TeacherConfig(**self.encoder)
         if self.encoder.kind != "videomae":
@@ -181,6 +197,11 @@ class VideoMAETeacherConfig:
             raise ConfigError("mask_ratio", "must be in (0, 1)")
         if not self.motion_weight >= 0.0:
             raise ConfigError("motion_weight", f"must be >= 0, got {self.motion_weight}")
+
+    @classmethod
+    def from_vision(cls, vision: VisionConfig, **overrides: Any) -> VideoMAETeacherConfig:
+        """A VideoMAE teacher around a backbone (``videomae-g14``-style: no cls token)."""
+        return cls(encoder=TeacherConfig(vision=vision, kind="videomae"), **overrides)
 
 
 class VideoMAETeacher(EmbeddingModel, nn.Module):

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from internvideo2.errors import ConfigError
 from internvideo2.objectives.losses import pool_text
+from internvideo2.utils.typed import check_fields
 
 log = logging.getLogger("internvideo2.models.text")
 
@@ -84,6 +85,9 @@ class BertConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("layer_norm_eps",), nonneg=("fusion_layer", "pad_token_id", "initializer_range"),
+                     unit=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+                     layers=("num_hidden_layers", "fusion_layer"))
         for name in (
             "vocab_size",
             "hidden_size",
@@ -176,6 +180,31 @@ class BertConfig:
 # ------------------------------------------------------------------------------------------------------------
 # Modules (names mirror the official keys)
 # ------------------------------------------------------------------------------------------------------------
+# BERT sizes of the official configs (``configs/config_bert*.json``), plus a test-scale one. ``minilm`` (the
+# real MiniLM-L6 of PyPI) is read from its package by the training recipes.
+BERT_PRESETS: dict[str, dict[str, Any]] = {
+    "bert_base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                      fusion_layer=9),
+    "bert_large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                       fusion_layer=19),
+    "bert_tiny": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
+                      max_position_embeddings=64, fusion_layer=2),
+}
+
+
+def bert_config(name: str, **overrides: Any) -> BertConfig:
+    """The :class:`BertConfig` of a preset in :data:`BERT_PRESETS`, with overrides."""
+    if name not in BERT_PRESETS:
+        raise ConfigError("text", f"unknown BERT preset {name!r}; known: {', '.join(BERT_PRESETS)}")
+    return BertConfig(**{**BERT_PRESETS[name], **overrides})
+
+
+def default_text_tower(vision_width: int) -> str:
+    """The text preset a model gets when none is named: the released BERT-large beside the InternVideo2
+    encoders, the test-scale BERT beside the toy presets (vision width < 256: ``tiny``, ``toy``)."""
+    return "bert_large" if vision_width >= 256 else "bert_tiny"
+
+
 class BertEmbeddings(nn.Module):
     """``LN(word + token_type + absolute position)`` then dropout. ``[N, L] -> [N, L, H]``."""
 
@@ -556,6 +585,9 @@ class BertForMaskedLM(nn.Module):
 
 
 __all__ = [
+    "BERT_PRESETS",
+    "bert_config",
+    "default_text_tower",
     "BertConfig",
     "BertModel",
     "BertForMaskedLM",

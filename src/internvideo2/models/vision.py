@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -273,15 +274,43 @@ class VisionTransformer(EmbeddingModel, nn.Module):
         pooled = self.pool(feats.tokens) if self.clip_projector is not None else feats.tokens.mean(1)
         return VideoEmbedding(pooled=pooled, tokens=feats.tokens, grid=feats.grid)
 
-    def prepare_video(self, video: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
-        """Raw uint8 frames ``[(B,) T, H, W, 3]`` -> normalised ``[B, 3, T, S, S]`` on the model's
-        device and dtype; float ``[B, 3, T, H, W]`` passes through."""
+    def prepare_video(self, video, num_frames: int | None = None) -> torch.Tensor:
+        """Video in one of the documented layouts -> normalised ``[B, 3, T, S, S]`` on the model's device and
+        dtype. Accepted (NumPy arrays or torch tensors):
+
+        * raw RGB frames, uint8 ``[T, H, W, 3]`` or ``[B, T, H, W, 3]``: squash-resized to the model's size and
+          normalised with its mean/std (the official evaluation transform);
+        * an already normalised float video ``[B, 3, T, H, W]`` or ``[3, T, H, W]``: passed through;
+        * a list of uint8 ``[H, W, 3]`` frames (what a decoder yields): stacked into ``[1, T, H, W, 3]``.
+
+        Anything else (another dtype or layout, no frames, an empty side) raises :class:`ShapeError` naming
+        the layouts."""
+        layouts = ("uint8 frames [(B,) T, H, W, 3] or a normalised float video [(B,) 3, T, H, W] "
+                   "(NumPy or torch)")
+        if isinstance(video, (list, tuple)):
+            if not video:
+                raise ShapeError(f"video must be {layouts}; got an empty list of frames")
+            try:
+                video = (torch.stack(list(video)) if all(isinstance(f, torch.Tensor) for f in video)
+                         else np.stack([np.asarray(f) for f in video]))
+            except (ValueError, RuntimeError, TypeError) as e:
+                raise ShapeError(f"a list of frames must hold uint8 [H, W, 3] frames of one size ({e})") from None
+            if video.ndim != 4:
+                raise ShapeError(f"a list of frames must hold uint8 [H, W, 3] frames, got {tuple(video.shape)}")
+        if isinstance(video, np.ndarray):
+            if video.dtype == object or not (video.dtype == np.uint8 or np.issubdtype(video.dtype, np.floating)):
+                raise ShapeError(f"video must be {layouts}; got a NumPy array of {video.dtype} {video.shape}")
+            video = torch.from_numpy(np.ascontiguousarray(video))
+        if not isinstance(video, torch.Tensor):
+            raise ShapeError(f"video must be {layouts}; got {type(video).__name__}")
         param = next(self.parameters())
         if video.dtype == torch.uint8:
             if video.ndim == 4:
                 video = video[None]
             if video.ndim != 5 or video.shape[-1] != 3:
                 raise ShapeError(f"raw frames must be uint8 [(B,) T, H, W, 3], got {tuple(video.shape)}")
+            if min(video.shape[:4]) == 0:
+                raise ShapeError(f"raw frames [(B,) T, H, W, 3] must not be empty, got {tuple(video.shape)}")
             if num_frames is not None and video.shape[1] != num_frames:
                 raise ShapeError(f"got {video.shape[1]} frames, expected {num_frames}")
             from ..data.transforms import build_eval_transform
@@ -289,9 +318,10 @@ class VisionTransformer(EmbeddingModel, nn.Module):
             # the official stage-2 evaluation transform: squash to size x size (bicubic), normalise
             tf = build_eval_transform(self.cfg.img_size, mode="squash", mean=self.cfg.mean, std=self.cfg.std)
             x = torch.stack([tf(clip) for clip in video]).permute(0, 2, 1, 3, 4)  # [B, 3, T, S, S]
-        elif video.is_floating_point() and video.ndim == 5 and video.shape[1] == self.cfg.in_chans:
-            x = video
+        elif video.is_floating_point() and video.ndim in (4, 5) and video.shape[-4] == self.cfg.in_chans:
+            x = video if video.ndim == 5 else video[None]
+            if min(x.shape) == 0:
+                raise ShapeError(f"the video [B, 3, T, H, W] must not be empty, got {tuple(x.shape)}")
         else:
-            raise ShapeError("video must be uint8 frames [(B,) T, H, W, 3] or a normalised float "
-                             f"[B, 3, T, H, W]; got {video.dtype} {tuple(video.shape)}")
+            raise ShapeError(f"video must be {layouts}; got {video.dtype} {tuple(video.shape)}")
         return x.to(device=param.device, dtype=param.dtype)

@@ -13,8 +13,6 @@ import logging
 import os
 import sys
 
-from internvideo2.errors import CheckpointError, ConfigError
-
 log = logging.getLogger("internvideo2.train.cli")
 
 
@@ -61,27 +59,30 @@ def run(args: argparse.Namespace) -> int:
         # `--resume key=value`: the optional PATH swallowed an override
         args.overrides = [*args.overrides, args.resume]
         args.resume = "auto"
+    # ConfigError / CheckpointError go to the CLI's handler: exit 2 naming the field / 1 naming the file
+    cfg = load_config(args.config, args.overrides, smoke=args.smoke)
+    if args.print_config:
+        sys.stdout.write(dump_config(cfg))
+        return 0
+    if args.check:
+        from internvideo2.train.tasks import get_task
+
+        get_task(cfg.task.name, cfg.task.module).validate(cfg)
+        print(f"{args.config}: ok (task {cfg.task.name!r})")
+        return 0
+    from internvideo2.train.engine import TrainingDiverged, train
+    from internvideo2.utils.paths import output_dir
+
+    output_dir(cfg.output_dir, "output_dir", create=False)  # before any work: exit 2 naming the field
     try:
-        cfg = load_config(args.config, args.overrides, smoke=args.smoke)
-        if args.print_config:
-            sys.stdout.write(dump_config(cfg))
-            return 0
-        if args.check:
-            from internvideo2.train.tasks import get_task
-
-            get_task(cfg.task.name, cfg.task.module).validate(cfg)
-            print(f"{args.config}: ok (task {cfg.task.name!r})")
-            return 0
-        from internvideo2.train.engine import TrainingDiverged, train
-
-        try:
-            summary = train(cfg, resume=args.resume)
-        except TrainingDiverged as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 3
-    except (ConfigError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        summary = train(cfg, resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"internvideo2 train: error: {exc}", file=sys.stderr)
+        return 3
     if rank == 0:
         print(json.dumps(summary, indent=2))
+        if summary.get("interrupted"):
+            print(f"internvideo2 train: interrupted at step {summary['steps']} of {summary['total_steps']}; the "
+                  f"checkpoint is in {summary['checkpoint'] or summary['output_dir']}: run the same command with "
+                  "--resume to go on", file=sys.stderr)
     return 4 if summary.get("interrupted") else 0

@@ -118,22 +118,11 @@ def pretrain_config(vis: VisionConfig, over: Mapping[str, Any], field: str = "mo
         raise ConfigError(f"{field}.{e.field}", e.reason) from None
 
 
-# BERT sizes of the official configs (``configs/config_bert*.json``); ``minilm`` is read from its package.
-BERT_PRESETS: dict[str, dict[str, Any]] = {
-    "bert_base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                      fusion_layer=9),
-    "bert_large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                       fusion_layer=19),
-    "bert_tiny": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
-                      max_position_embeddings=64, fusion_layer=2),
-}
-
-
 def text_config(name: str, encoder_width: int, fusion_layer: int | None = None,
                 field: str = "task.options.text_encoder"):
     """BertConfig for ``minilm`` (the real MiniLM-L6 shipped on PyPI), ``bert_base``, ``bert_large``,
     ``bert_tiny`` or a folder/JSON file with a HF BERT config."""
-    from ..models.text import BertConfig
+    from ..models.text import BERT_PRESETS, BertConfig
 
     over = {"encoder_width": encoder_width}
     if name == "minilm":

@@ -474,17 +474,26 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 def load_yaml_tree(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a recipe and its ``_base_`` chain into one merged mapping (no type checks yet)."""
-    p = Path(path).expanduser().resolve()
+    try:
+        p = Path(path).expanduser().resolve()
+        is_file, is_dir = p.is_file(), p.is_dir()
+    except (OSError, RuntimeError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
+        raise ConfigError("_base_" if _stack else "config", f"{str(path)[:200]}: unusable path ({e})") from None
     if p in _stack:
         chain = " -> ".join(str(x) for x in (*_stack, p))
         raise ConfigError("_base_", f"inheritance cycle: {chain}")
-    if not p.is_file():
+    if not is_file:
         where = f" (included from {_stack[-1]})" if _stack else ""
-        raise ConfigError("_base_" if _stack else "config", f"file not found: {p}{where}")
+        what = "is a folder, expected a YAML recipe" if is_dir else "no such file"
+        raise ConfigError("_base_" if _stack else "config", f"{p}: {what}{where}")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(str(p), f"invalid YAML: {exc}") from None
+    except PermissionError:
+        raise ConfigError("_base_" if _stack else "config", f"{p}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), "not a text file (expected a YAML recipe)") from None
     if not isinstance(raw, dict):
         raise ConfigError(str(p), f"top level must be a mapping, got {type(raw).__name__}")
     bases = raw.pop("_base_", None)

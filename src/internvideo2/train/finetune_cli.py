@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -17,13 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from .cli import run as train_run
     from .config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides, smoke=args.smoke)
-    except ConfigError as e:
-        print(f"internvideo2 finetune: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides, smoke=args.smoke)
     if cfg.task.name != "finetune":
-        print(f"internvideo2 finetune: {args.config} is a {cfg.task.name!r} recipe; use `internvideo2 train`",
-              file=sys.stderr)
-        return 2
+        raise ConfigError("config", f"{args.config} is a {cfg.task.name!r} recipe; use `internvideo2 train`")
     return train_run(args)

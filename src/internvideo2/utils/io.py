@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["tmp_name", "is_tmp_name", "fsync_dir", "commit", "atomic_path", "atomic_write", "write_bytes", "write_text",
-           "write_json", "clean_tmp", "jsonable"]
+__all__ = ["tmp_name", "is_tmp_name", "fsync_dir", "default_file_mode", "commit", "atomic_path", "atomic_write",
+           "write_bytes", "write_text", "write_json", "clean_tmp", "jsonable"]
 
 
 def tmp_name(path: str | os.PathLike) -> Path:
@@ -42,8 +42,25 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file here: ``0o666`` minus the process umask."""
+    try:
+        with open("/proc/self/status") as f:  # read without changing it (os.umask has no getter)
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return 0o666 & ~old
+
+
 def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Make a finished temporary file the real one: fsync it, rename it onto ``path``, fsync the folder."""
+    """Make a finished temporary file the real one: give it the normal mode of a new file (some libraries
+    write 0600 temporaries, which other users could then not read), fsync it, rename it onto ``path``, fsync
+    the folder."""
+    os.chmod(tmp, default_file_mode())
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -146,3 +147,38 @@ def build_dataclass(cls: type, tree: Any, prefix: str = "") -> Any:
         if not prefix or e.field.startswith(prefix + "."):
             raise
         raise ConfigError(f"{prefix}.{e.field}", e.reason) from None
+
+
+MAX_CONFIG_INT = 2**24  # widths, depths and counts of a model config: far above any real model, far below overflow
+MAX_LAYERS = 1024  # blocks of one tower (InternVideo2-6B has 48): a damaged config must not build for hours
+
+
+def check_fields(obj: Any, *, positive: tuple[str, ...] = (), nonneg: tuple[str, ...] = (),
+                 unit: tuple[str, ...] = (), layers: tuple[str, ...] = ()) -> None:
+    """Validate a config dataclass instance in place (call it first in ``__post_init__``): every field is
+    coerced to its annotation (a wrong type is a :class:`ConfigError` naming it, as from YAML), every float is
+    finite, every int within :data:`MAX_CONFIG_INT`, and the named fields are ``positive`` (> 0), ``nonneg``
+    (>= 0), ``unit`` (in [0, 1]) or ``layers`` (in [0, :data:`MAX_LAYERS`]); None passes
+    (optional fields). Nested dataclass fields are left to their own checks."""
+    hints = field_types(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(is_optional(tp)[1]) and not isinstance(value, dict):
+            if value is not None and not dataclasses.is_dataclass(value):
+                raise ConfigError(f.name, f"must be a mapping, got {value!r}")
+            continue
+        value = coerce(value, tp, f.name)
+        object.__setattr__(obj, f.name, value)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_CONFIG_INT:
+                raise ConfigError(f.name, f"{v} is beyond any model size (at most {MAX_CONFIG_INT})")
+    for names, ok, what in ((positive, lambda v: v > 0, "> 0"), (nonneg, lambda v: v >= 0, ">= 0"),
+                            (unit, lambda v: 0 <= v <= 1, "in [0, 1]"),
+                            (layers, lambda v: 0 <= v <= MAX_LAYERS, f"in [0, {MAX_LAYERS}] (layers)")):
+        for name in names:
+            v = getattr(obj, name)
+            if v is not None and not ok(v):
+                raise ConfigError(name, f"must be {what}, got {v!r}")

@@ -9,9 +9,9 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ...errors import AnnotationError
+from ...errors import AnnotationError, ConfigError
 from ..text import ACTION_PROMPTS, filter_captions, pre_text
 from .records import (
     Annotations,
@@ -170,7 +170,7 @@ def read_retrieval(
 
     col = Collector(path, "raise")
     items, row_nos = collect(col, json_items(path), parse)
-    col.finish()
+    col.finish_nonempty(items)
     parsed = [(i, m, caps) for i, (m, caps) in zip(row_nos, items)]
     media: list[str] = []
     texts: list[str] = []
@@ -223,6 +223,7 @@ def read_classification(
     label_map: dict[str, int] | None = None,
     num_classes: int | None = None,
     on_bad: OnBad = "raise",
+    unmapped_names: Literal["number", "error"] = "number",
 ) -> Annotations[ClassificationRecord]:
     """Classification list: ``path,label`` CSV, ``path label`` space-separated (Kinetics style, the official
     ``--split ' '``), or a JSON list of ``{"video", "label"}``.
@@ -230,8 +231,10 @@ def read_classification(
     ``sep=None`` picks ``,`` for ``.csv`` files whose first line has a comma, otherwise whitespace. With a
     whitespace separator the label is the *last* token, so paths may contain spaces. A header line
     (``path,label``/``video,label``) is skipped. Labels are integers, or class names mapped through
-    ``label_map``; without a map, names are numbered in sorted order. A record labelled by name keeps the
-    name in ``extra['label_name']``. ``num_classes`` checks the range.
+    ``label_map``; without a map, names are numbered in sorted order (with a warning), or, with
+    ``unmapped_names="error"``, a :class:`ConfigError` on field ``classes`` asks for the class list (a
+    model's head has its own order). A record labelled by name keeps the name in ``extra['label_name']``.
+    ``num_classes`` checks the range.
     """
     path = Path(path)
     root = root_of(path, data_root)
@@ -255,7 +258,10 @@ def read_classification(
         def parse_line(item: tuple[int, str]) -> tuple[str, str, dict] | None:
             ln_no, line = item
             if sep == ",":
-                parts = [p.strip() for p in next(csv.reader([line]))]
+                try:
+                    parts = [p.strip() for p in next(csv.reader([line]))]
+                except csv.Error as e:  # e.g. a field past csv's size limit
+                    raise RowProblem(f"not a CSV line ({e})") from None
                 if len(parts) < 2:
                     raise RowProblem(f"expected 'path{sep}label', got {line!r:.80}")
                 p, lab = ",".join(parts[:-1]), parts[-1]
@@ -273,13 +279,25 @@ def read_classification(
         raw, raw_rows = collect(col, ((n, (n, line)) for n, line in line_items(path)), parse_line)
 
     # pass 2: labels -> class ids
-    all_int = all(is_int(lab) for _, lab, _ in raw)
-    if label_map is None and not all_int:
-        names = sorted({lab for _, lab, _ in raw if not is_int(lab)})
-        label_map = {n: k for k, n in enumerate(names)}
+    first_kind = None
+    if label_map is None and raw:
+        kinds = {is_int(lab) for _, lab, _ in raw}
+        first_kind = is_int(raw[0][1])
+        if kinds == {False}:
+            if unmapped_names == "error":
+                raise ConfigError("classes", f"the labels of {path} are class names: give the class list (the "
+                                  "model head's order) so that names map to class ids")
+            names = sorted({lab for _, lab, _ in raw})
+            label_map = {n: k for k, n in enumerate(names)}
+            logger.warning("%s: class names numbered in sorted order of the %d names in this file; give the class "
+                           "list (label_map= / --classes) so that ids match a model's head", path, len(names))
 
     def parse_label(item: tuple[str, str, dict]) -> ClassificationRecord:
         p, lab, ex = item
+        if first_kind is not None and is_int(lab) != first_kind:
+            raise RowProblem(f"field 'label': {lab!r} is {'an integer' if is_int(lab) else 'a class name'} while "
+                             f"the first row's label is {'an integer' if first_kind else 'a class name'}; mixed "
+                             "labels need the class list (label_map= / --classes)")
         if label_map is not None and lab in label_map:
             y = int(label_map[lab])
         elif is_int(lab):
@@ -375,9 +393,9 @@ def read_multiple_choice(
             if len(ans) == len(opts) and set(ans) <= {0, 1} and len(opts) > 1 and any(ans):
                 answer = [k for k, a in enumerate(ans) if a]  # multi-hot
             else:
-                answer = [int(a) for a in ans]
-                if any(a != int(a) or not 0 <= a < len(opts) for a in ans):
+                if any(not (0 <= a < len(opts)) or a != int(a) for a in ans):  # NaN fails the range test
                     raise RowProblem(f"field 'answer': indices {ans!r:.80} out of range for {len(opts)} options")
+                answer = [int(a) for a in ans]
         else:
             raise RowProblem(f"field 'answer' must be an index or a list, got {ans!r:.80}")
         start, end = time_range(row)
@@ -485,6 +503,8 @@ def read_csv(
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise AnnotationError(str(path), 1, "empty file, expected a header line") from None
+    except csv.Error as e:
+        raise AnnotationError(str(path), 1, f"not a CSV header ({e})") from None
     missing = [k for k in required if k not in header]
     if missing:
         raise AnnotationError(str(path), 1, f"header lacks field(s) {missing} (has {header})")
@@ -501,5 +521,8 @@ def read_csv(
         return rec
 
     # csv.reader counts lines as it reads: the row number is known once the row has been read
-    records, rows = collect(col, ((reader.line_num, fields) for fields in reader), parse)
+    try:
+        records, rows = collect(col, ((reader.line_num, fields) for fields in reader), parse)
+    except csv.Error as e:  # the reader itself gave up (e.g. a field past csv's size limit)
+        raise AnnotationError(str(path), reader.line_num, f"not CSV ({e})") from None
     return col.annotations(records, rows)

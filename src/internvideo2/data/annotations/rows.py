@@ -68,9 +68,18 @@ class Collector:
         raise err
 
     def annotations(self, records: list[T], rows: list[int | str]) -> Annotations[T]:
-        """:meth:`finish`, then the records of the file."""
-        skipped = self.finish()
+        """:meth:`finish`, then the records of the file; an :class:`AnnotationError` when there are none (an
+        empty list would only fail later, far from its cause)."""
+        skipped = self.finish_nonempty(records)
         return Annotations(self.path, records, rows, skipped)
+
+    def finish_nonempty(self, records: list) -> int:
+        """:meth:`finish`, and an :class:`AnnotationError` when no record is left."""
+        skipped = self.finish()
+        if not records:
+            why = f"all {skipped} rows are bad (skipped)" if skipped else "the file holds no usable rows"
+            raise AnnotationError(self.path, "-", f"no annotations: {why}")
+        return skipped
 
 
 def collect(col: Collector, items: Iterable[tuple[int | str, Any]],
