@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ASSETS, ROOT, foreign, unprivileged
+from conftest import ROOT, foreign, unprivileged
 
 from internvideo2.cli import COMMANDS
+from internvideo2.data.synth import SynthConfig, SynthWorld, write_clip
 from internvideo2.eval.cli import TASKS
 
 ALL = sorted(COMMANDS) + [f"eval {t}" for t in sorted(TASKS)]
@@ -56,14 +57,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
     save_pretrained(create_model("tiny", "classifier", num_classes=4), d / "cls")
     (d / "gt.json").write_text('{"database": {}}')
     (d / "ann.json").write_text('[{"video": "a.mp4", "caption": "a thing"}]')
+    # a real (tiny, synthetic) video: the commands taking one open it only after the checks under test,
+    # but the sweep must not depend on ../shared/assets being present
+    world = SynthWorld(seed=0, split="train", cfg=SynthConfig(num_frames=4, size=32, audio=False))
+    write_clip(d / "clip.mp4", world.render(0))
     return {"dir": d, "adir": d / "adir", "locked": locked, "model": d / "model", "cls": d / "cls"}
 
 
 # one invocation per command with its required inputs present (a model, a video, an annotation file), as
 # a template: {in} is replaced by the input under test, {out} by the output under test
 def _templates(f: dict[str, Path]) -> dict[str, dict[str, list]]:
-    # the output and model checks come before the video is opened: the asset need not exist
-    video, recipe = ASSETS / "video" / "example1.mp4", ROOT / "configs" / "demo" / "clip_teacher.yaml"
+    video, recipe = f["dir"] / "clip.mp4", ROOT / "configs" / "demo" / "clip_teacher.yaml"
     ann, model = f["dir"] / "ann.json", f["model"]
     return {
         "probe": {"in": ["{in}"]},
