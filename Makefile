@@ -23,7 +23,7 @@ test: venv
 
 # style and the layer contracts (pyproject.toml: [tool.ruff], [tool.importlinter]); CI runs it before the tests
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/lint-imports --no-cache
 
 clean:

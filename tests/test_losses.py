@@ -97,20 +97,46 @@ def test_vtm_pairs_labels_and_negatives_never_positive():
                                     generator=g)
     assert logits.shape == (3 * B, 2) and labels.tolist() == [1] * B + [0] * (2 * B)
     torch.testing.assert_close(loss, F.cross_entropy(logits, labels))
+    pos = idx[:, None] == idx[None, :]
     w = torch.rand(B, B)
-    w[idx[:, None] == idx[None, :]] = 0
-    for _ in range(50):
-        neg = sample_negatives(w, g)
-        assert not (idx[neg] == idx).any()
+    for hard in (True, False):
+        for _ in range(50):
+            neg, ok = sample_negatives(w, pos, g, hard)
+            assert ok.all() and not (idx[neg] == idx).any()
 
 
 def test_hard_negatives_follow_similarity():
     w = torch.tensor([[0.0, 0.9, 0.1], [0.05, 0.0, 0.95], [0.5, 0.5, 0.0]])
+    pos = torch.eye(3, dtype=torch.bool)
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_negatives(w, g) for _ in range(2000)])
+    draws = torch.stack([sample_negatives(w, pos, g)[0] for _ in range(2000)])
     assert (draws[:, 0] == 1).float().mean() > 0.85 and (draws[:, 1] == 2).float().mean() > 0.9
-    uniform = torch.stack([sample_negatives(w, g, hard=False) for _ in range(2000)])
+    uniform = torch.stack([sample_negatives(w, pos, g, hard=False)[0] for _ in range(2000)])
     assert 0.4 < (uniform[:, 0] == 1).float().mean() < 0.6
+
+
+def test_negative_sampling_edge_cases():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([0, 0, 1, 1])  # two videos, two captions each
+    pos = idx[:, None] == idx[None, :]
+    # every hard weight of row 0 underflowed to zero: the fallback must still avoid its positives (0 and 1)
+    w = torch.ones(4, 4)
+    w[0] = 0.0
+    for hard in (True, False):
+        draws = torch.stack([sample_negatives(w, pos, g, hard)[0] for _ in range(300)])
+        assert set(draws[:, 0].tolist()) == {2, 3} and set(draws[:, 2].tolist()) == {0, 1}
+    # uniform mode draws every non-positive, including those whose hard weight underflowed to zero
+    w = torch.tensor([[0, 0, 1e-45, 0.5], [0, 0, 0.3, 0.7], [1, 1, 0, 0], [1, 1, 0, 0]]).float()
+    draws = torch.stack([sample_negatives(w, pos, g, hard=False)[0] for _ in range(300)])
+    assert set(draws[:, 0].tolist()) == {2, 3}
+    # a batch of one video has no negative at all: flagged, and VTM drops those pairs instead of mislabelling
+    same = torch.zeros(3, dtype=torch.long)
+    neg, ok = sample_negatives(torch.rand(3, 3), same[:, None] == same[None, :], g)
+    assert not ok.any()
+    vision, text = torch.randn(3, 5, 8), torch.randn(3, 4, 8)
+    loss, logits, labels = vtm_loss(_Fusion(), torch.nn.Linear(8, 2), vision, text, torch.ones(3, 4, dtype=torch.long),
+                                    torch.randn(3, 8), torch.randn(3, 8), same, generator=g)
+    assert labels.tolist() == [1, 1, 1] and logits.shape == (3, 2) and torch.isfinite(loss)
 
 
 def test_mlm_mask_statistics():

@@ -182,3 +182,105 @@ def test_demo_stage2_is_bitwise_reproducible_in_one_process(tmp_path):
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) > 100
     differ = [n for n in runs[0] if not torch.equal(runs[0][n], runs[1][n])]
     assert not differ, f"{len(differ)} gradients differ between two runs of one seed, e.g. {differ[:3]}"
+
+
+def test_cross_attention_init_copies_the_layers_self_attention():
+    from internvideo2.models.text import BertModel, init_cross_attention_from_self
+
+    torch.manual_seed(0)
+    for width in (48, 96):  # memory as wide as the text (key/value copied) or not (they stay random)
+        bert = BertModel(BertConfig(vocab_size=50, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                                    intermediate_size=96, max_position_embeddings=16, fusion_layer=1,
+                                    encoder_width=width))
+        before = {k: v.clone() for k, v in bert.state_dict().items()}
+        copied = init_cross_attention_from_self(bert)
+        after = bert.state_dict()
+        for i in (1, 2):
+            for name in ("self.query", "output.dense", "output.LayerNorm") + (("self.key", "self.value")
+                                                                                if width == 48 else ()):
+                for t in ("weight", "bias"):
+                    k = f"encoder.layer.{i}.crossattention.{name}.{t}"
+                    assert k in copied
+                    assert torch.equal(after[k], before[f"encoder.layer.{i}.attention.{name}.{t}"])
+            if width != 48:
+                assert torch.equal(after[f"encoder.layer.{i}.crossattention.self.key.weight"],
+                                   before[f"encoder.layer.{i}.crossattention.self.key.weight"])
+        assert len(copied) == 2 * 2 * (5 if width == 48 else 3)
+        changed = {k for k in after if not torch.equal(after[k], before[k])}
+        assert changed <= set(copied)  # nothing outside the cross-attention moved
+
+
+def test_vtm_select_random_takes_a_random_subset_and_first_is_unchanged():
+    torch.manual_seed(0)
+    m = InternVideo2Stage2(tiny_cfg(vtm_batch=2, mlm_batch=2)).train()
+    m.text_encoder.eval()
+    video, ids, att, idx = batch(B=6)
+    ref = m(video, ids, att, idx, generator=torch.Generator().manual_seed(3))
+    m.config.vtm_select = "random"
+    outs = [m(video, ids, att, idx, generator=torch.Generator().manual_seed(s))["loss_vtm"] for s in range(6)]
+    assert all(torch.isfinite(o) for o in outs) and len({round(float(o.detach()), 6) for o in outs}) > 1
+    a = m(video, ids, att, idx, generator=torch.Generator().manual_seed(3))
+    b = m(video, ids, att, idx, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a["loss_vtm"], b["loss_vtm"], rtol=0, atol=0)
+    # the VTC term does not depend on the subset
+    torch.testing.assert_close(a["loss_vtc"], ref["loss_vtc"], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="vtm_select"):
+        tiny_cfg(vtm_select="last")
+    with pytest.raises(ConfigError, match="itm_pool"):
+        tiny_cfg(itm_pool="max")
+
+
+def test_fusion_vision_norm_and_itm_pool_change_the_itm_path_only():
+    torch.manual_seed(0)
+    m = InternVideo2Stage2(tiny_cfg()).eval()
+    video, ids, att, idx = batch()
+    with torch.no_grad():
+        tokens = m.forward_video(video).tokens
+        h = m.forward_text(ids, att).hidden
+        base = m.itm_logits(tokens, h, att)
+        m.config.fusion_vision_norm = True
+        normed = m.itm_logits(tokens, h, att)
+        m.config.fusion_vision_norm, m.config.itm_pool = False, "mean"
+        mean = m.itm_logits(tokens, h, att)
+    assert not torch.allclose(base, normed) and not torch.allclose(base, mean)
+    m.config.itm_pool = None  # the option is the same as normalising the tokens by hand
+    with torch.no_grad():
+        by_hand = m.itm_logits(torch.nn.functional.layer_norm(tokens, tokens.shape[-1:]), h, att)
+    torch.testing.assert_close(normed, by_hand, rtol=0, atol=0)
+
+
+def test_hard_negatives_can_be_switched_off_for_a_step():
+    torch.manual_seed(0)
+    m = InternVideo2Stage2(tiny_cfg()).train()
+    m.text_encoder.eval()
+    video, ids, att, idx = batch(B=6)
+    forced = m(video, ids, att, idx, generator=torch.Generator().manual_seed(2), hard_negatives=False)
+    m.config.vtm_hard_neg = False
+    uniform = m(video, ids, att, idx, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(forced["loss_vtm"], uniform["loss_vtm"], rtol=0, atol=0)
+
+
+def test_demo_recipe_lr_scales_reach_only_the_tensors_they_name():
+    """configs/demo/stage2.yaml: the pretrained MiniLM tensors (layers 4-5 included) train at 0.05x, the new
+    cross-attention tensors and the MLM head's own tensors at 1x; the MLM decoder weight is the (frozen) word
+    embedding table."""
+    from pathlib import Path
+
+    from internvideo2.train.config import load_config
+    from internvideo2.train.optim import build_param_groups
+    from internvideo2.train.tasks import get_task
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "demo" / "stage2.yaml", ["model.pretrained=null", "model.preset=tiny"])
+    model = get_task(cfg.task.name).build_model(cfg)
+    groups = build_param_groups(model.named_parameters(), 0.05, lr_scales=cfg.optim.lr_scales)
+    scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    text = {n: s for n, s in scale.items() if n.startswith("text_encoder.")}
+    full = {n for n, s in text.items() if s == 1.0}
+    assert full and all(".crossattention." in n or n.startswith("text_encoder.cls.") for n in full), sorted(full)
+    assert sum(".crossattention." in n for n in full) == 20  # 2 layers x (q, k, v, out, LN) x (w, b)
+    slow = {n for n, s in text.items() if s == 0.05}
+    assert any(".layer.4.attention." in n for n in slow) and any(".layer.5.output." in n for n in slow)
+    assert set(text) == full | slow
+    assert "text_encoder.cls.predictions.decoder.weight" not in scale  # tied to the frozen word embeddings
+    assert not model.text_encoder.bert.embeddings.word_embeddings.weight.requires_grad

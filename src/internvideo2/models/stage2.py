@@ -59,8 +59,14 @@ class Stage2Config:
         text_pool: text feature = the [CLS] state after the text-only layers (``"cls"``, official) or the
             mean over real tokens (``"mean"``). Use ``"mean"`` for a tower initialised from a
             sentence-transformer trained with mean pooling (MiniLM), whose [CLS] state carries almost no
-            information (the mean cosine between different captions' [CLS] states is 1.000). The ITM head
-            reads the fused states pooled the same way.
+            information (the mean cosine between different captions' [CLS] states is 1.000).
+        itm_pool: what the ITM head reads from the fused states: ``"cls"`` (official), ``"mean"``, or None =
+            ``text_pool``.
+        vtm_select: which samples of the local batch VTM / MLM run on when ``vtm_batch`` / ``mlm_batch`` is
+            smaller than the batch: ``"first"`` (the first N) or ``"random"`` (a random N from the step's
+            generator; batches grouped by appearance otherwise give VTM mostly same-object negatives).
+        fusion_vision_norm: a parameter-free LayerNorm on the vision tokens before they enter the
+            cross-attention (off in the official model).
     """
 
     vision: PretrainConfig = field(default_factory=lambda: PretrainConfig(
@@ -92,6 +98,9 @@ class Stage2Config:
     freeze_text_layers: int = 0
     freeze_vision: bool = False
     text_pool: str = "cls"
+    itm_pool: str | None = None
+    vtm_select: str = "first"
+    fusion_vision_norm: bool = False
 
     def __post_init__(self):
         check_fields(self, positive=("embed_dim", "temp", "temp_min", "temp_max", "max_txt_len", "vtm_batch",
@@ -112,6 +121,10 @@ class Stage2Config:
             raise ConfigError("freeze_text_layers", f"must be in [0, fusion_layer={self.text.fusion_layer}]")
         if self.text_pool not in ("cls", "mean"):
             raise ConfigError("text_pool", "must be 'cls' or 'mean'")
+        if self.itm_pool not in (None, "cls", "mean"):
+            raise ConfigError("itm_pool", "must be 'cls', 'mean' or null (= text_pool)")
+        if self.vtm_select not in ("first", "random"):
+            raise ConfigError("vtm_select", "must be 'first' or 'random'")
         if self.video_mask_type not in ("random", "tube"):
             raise ConfigError("video_mask_type", "must be 'random' or 'tube'")
         for name in ("video_mask_ratio", "image_mask_ratio", "mlm_prob"):
@@ -230,11 +243,21 @@ class InternVideo2Stage2(EmbeddingModel, TokenizerMixin, nn.Module):
         return TextEmbedding(pooled=pooled, embeds=F.normalize(self.text_proj(pooled), dim=-1), hidden=h,
                              attention_mask=attention_mask)
 
+    @property
+    def _itm_pool(self) -> str:
+        return self.config.itm_pool or self.config.text_pool
+
+    def fusion_memory(self, vision_tokens: Tensor) -> Tensor:
+        """The vision tokens as the cross-attention sees them ``[N, S, C]``."""
+        if self.config.fusion_vision_norm:
+            return F.layer_norm(vision_tokens, vision_tokens.shape[-1:])
+        return vision_tokens
+
     def itm_logits(self, vision_tokens: Tensor, text_hidden: Tensor, text_atts: Tensor) -> Tensor:
         """ITM logits ``[N, 2]`` for aligned rows of vision tokens and text hidden states."""
         h = self.text_encoder.bert(encoder_embeds=text_hidden, attention_mask=text_atts,
-                                   encoder_hidden_states=vision_tokens, mode="fusion")
-        return self.itm_head(pool_text(h, text_atts, self.config.text_pool))
+                                   encoder_hidden_states=self.fusion_memory(vision_tokens), mode="fusion")
+        return self.itm_head(pool_text(h, text_atts, self._itm_pool))
 
     # ------------------------------------------------------------------ training
     def make_mask(self, video: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
@@ -255,14 +278,15 @@ class InternVideo2Stage2(EmbeddingModel, TokenizerMixin, nn.Module):
 
     def forward(self, video: Tensor, input_ids: Tensor, attention_mask: Tensor, idx: Tensor,
                 gather: Callable[[Tensor], Tensor] | None = None, generator: torch.Generator | None = None,
-                mask: Tensor | None = None, teacher=None) -> dict[str, Tensor]:
+                mask: Tensor | None = None, teacher=None, hard_negatives: bool | None = None) -> dict[str, Tensor]:
         """Weighted training losses ``{loss_vtc, loss_vtm, loss_mlm, (loss_uta), loss}``.
 
         ``gather`` is a differentiable all-gather for VTC over the global batch (None: local batch);
         ``generator`` drives masking, hard-negative and MLM sampling (pass a seeded one for
         reproducible runs); ``mask`` overrides the random token mask; ``teacher`` is the frozen CLIP
         teacher's output on the unmasked input (``TeacherOutput``: features ``[K, B, 1+N, D]``, pooled
-        ``[B, D']``), needed when ``loss_uta > 0``.
+        ``[B, D']``), needed when ``loss_uta > 0``; ``hard_negatives`` overrides ``vtm_hard_neg`` for this
+        step (a recipe may start VTM with uniform negatives).
         """
         cfg = self.config
         with torch.no_grad():
@@ -274,19 +298,31 @@ class InternVideo2Stage2(EmbeddingModel, TokenizerMixin, nn.Module):
         vis_tokens, pooled = vout.tokens, vout.pooled
         text_hidden, text_cls = self._text_states(input_ids, attention_mask)
         v_feat, t_feat = self.vision_proj(pooled), self.text_proj(text_cls)
+        memory = self.fusion_memory(vis_tokens)
         losses: dict[str, Tensor] = {}
         if cfg.loss_vtc:
             losses["loss_vtc"] = cfg.loss_vtc * vtc_loss(v_feat, t_feat, idx, self.temp, gather)
+        B = video.shape[0]
+        order = None  # the samples VTM / MLM run on: the first N, or a random N
+        if cfg.vtm_select == "random" and ((cfg.loss_vtm and (cfg.vtm_batch or B) < B)
+                                           or (cfg.loss_mlm and (cfg.mlm_batch or B) < B)):
+            order = torch.randperm(B, generator=generator).to(video.device)
+
+        def rows(n: int | None) -> Tensor | slice:
+            n = min(n or B, B)
+            return slice(0, n) if order is None else order[:n].sort().values
+
         if cfg.loss_vtm:
-            n = cfg.vtm_batch or video.shape[0]
-            loss, _, _ = vtm_loss(self.text_encoder.bert, self.itm_head, vis_tokens[:n], text_hidden[:n],
-                                  attention_mask[:n], v_feat[:n], t_feat[:n], idx[:n], self.temp,
-                                  hard_neg=cfg.vtm_hard_neg, generator=generator, pool=cfg.text_pool)
+            s = rows(cfg.vtm_batch)
+            loss, _, _ = vtm_loss(self.text_encoder.bert, self.itm_head, memory[s], text_hidden[s],
+                                  attention_mask[s], v_feat[s], t_feat[s], idx[s], self.temp,
+                                  hard_neg=cfg.vtm_hard_neg if hard_negatives is None else hard_negatives,
+                                  generator=generator, pool=self._itm_pool)
             losses["loss_vtm"] = cfg.loss_vtm * loss
         if cfg.loss_mlm:
-            n = cfg.mlm_batch or video.shape[0]
-            losses["loss_mlm"] = cfg.loss_mlm * mlm_loss(self.text_encoder, input_ids[:n], attention_mask[:n],
-                                                         vis_tokens[:n], cfg.mlm_prob, generator)
+            s = rows(cfg.mlm_batch)
+            losses["loss_mlm"] = cfg.loss_mlm * mlm_loss(self.text_encoder, input_ids[s], attention_mask[s],
+                                                         memory[s], cfg.mlm_prob, generator)
         if cfg.loss_uta and not (cfg.uta_image_only and video.shape[2] > 1):
             if teacher is None:
                 raise ValueError("loss_uta > 0 needs the CLIP teacher's outputs (forward(..., teacher=...))")

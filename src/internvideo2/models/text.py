@@ -527,6 +527,28 @@ class TokenizerMixin:
         return self._tokenizer
 
 
+@torch.no_grad()
+def init_cross_attention_from_self(bert: BertModel) -> list[str]:
+    """Start every fusion layer's cross-attention as a copy of the same layer's (pretrained) self-attention:
+    ``query`` and the output block (``dense`` + ``LayerNorm``) always, ``key``/``value`` when the memory
+    width equals the text width (else they keep their random init). A randomly initialised cross-attention
+    adds a near-constant vector to every text token after the pretrained self-attention; a copy starts
+    from a block that already maps text states the way the layer expects. Returns the tensors copied."""
+    copied = []
+    for i in _layer_range(bert.config, "fusion"):
+        layer = bert.encoder.layer[i]
+        src, dst = layer.attention, layer.crossattention
+        pairs = [("self.query", src.self.query, dst.self.query), ("output.dense", src.output.dense, dst.output.dense),
+                 ("output.LayerNorm", src.output.LayerNorm, dst.output.LayerNorm)]
+        if dst.self.key.weight.shape == src.self.key.weight.shape:
+            pairs += [("self.key", src.self.key, dst.self.key), ("self.value", src.self.value, dst.self.value)]
+        for name, a, b in pairs:
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+            copied += [f"encoder.layer.{i}.crossattention.{name}.{t}" for t in ("weight", "bias")]
+    return copied
+
+
 class BertForMaskedLM(nn.Module):
     """``bert`` (:class:`BertModel`) + ``cls.predictions`` MLM head, with ``cls.predictions.decoder.weight``
     TIED to ``bert.embeddings.word_embeddings.weight`` (one Parameter, two state-dict keys, as in the official
@@ -592,6 +614,7 @@ __all__ = [
     "BertModel",
     "BertForMaskedLM",
     "MaskedLMOutput",
+    "init_cross_attention_from_self",
     "pool_text",
     "MODES",
 ]

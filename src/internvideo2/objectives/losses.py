@@ -81,18 +81,27 @@ def vtc_loss(v: Tensor, t: Tensor, idx: Tensor, temp: float | Tensor, gather: Ga
     return (loss_v2t + loss_t2v) / 2
 
 
-def sample_negatives(weights: Tensor, generator: torch.Generator | None = None, hard: bool = True) -> Tensor:
-    """One negative column per row. ``weights [B, B]`` are zero at positives. ``hard``: multinomial on
-    the weights (official hard-negative mining); else uniform over the non-positives."""
-    w = weights.clone()
+def sample_negatives(weights: Tensor, positive: Tensor, generator: torch.Generator | None = None,
+                     hard: bool = True) -> tuple[Tensor, Tensor]:
+    """One negative column per row: ``(columns [B], valid [B])``.
+
+    ``weights [B, B]``: the hard-negative weights (official: the softmax similarities); ``positive [B, B]``
+    marks the pairs that share a sample index, never drawn. ``hard``: multinomial on the weights (official
+    hard-negative mining); else uniform over every non-positive column. A row whose weights all underflowed
+    to zero falls back to uniform over its non-positives; a row without any non-positive column (a batch of
+    one video) has no negative: ``valid`` is False there and the caller drops the pair.
+    """
+    allowed = ~positive
+    w = weights.float().clone()
     w[~torch.isfinite(w)] = 0.01  # official: NaN/inf weights replaced by 0.01
+    w = w.masked_fill(positive, 0.0)
     if not hard:
-        w = (w > 0).to(w.dtype) + 0.0
-    empty = w.sum(1) <= 0
-    if empty.any():  # a row whose every column is a positive (tiny batches): any other column
-        w[empty] = 1.0
-        w[empty, torch.nonzero(empty).squeeze(1)] = 0.0
-    return torch.multinomial(w, 1, generator=generator).squeeze(1)
+        w = allowed.to(w.dtype)
+    valid = allowed.any(1)
+    dead = (w.sum(1) <= 0) & valid
+    w[dead] = allowed[dead].to(w.dtype)
+    w[~valid] = 1.0  # anything: the pair is dropped
+    return torch.multinomial(w, 1, generator=generator).squeeze(1), valid
 
 
 def vtm_loss(text_encoder: nn.Module, itm_head: nn.Module, vision_embeds: Tensor, text_embeds: Tensor,
@@ -110,26 +119,34 @@ def vtm_loss(text_encoder: nn.Module, itm_head: nn.Module, vision_embeds: Tensor
         vision_embeds: ``[B, Nv, Cv]`` vision tokens; text_embeds ``[B, L, H]`` text-mode hidden states;
         text_atts: ``[B, L]``; v_feat / t_feat: ``[B, D]`` projected features for the negative weights.
     Returns:
-        ``(loss, logits [3B, 2], labels [3B])`` for the pairs (v_i, t_i)=1, (v_neg(i), t_i)=0, (v_i, t_neg(i))=0.
+        ``(loss, logits [3B, 2], labels [3B])`` for the pairs (v_i, t_i)=1, (v_neg(i), t_i)=0, (v_i, t_neg(i))=0
+        (fewer rows when some sample has no negative in the batch).
     """
     B = vision_embeds.shape[0]
     with torch.no_grad():
         sim_v2t, sim_t2v = get_sim(v_feat, t_feat, temp)
         positive = idx[:, None] == idx[None, :]
-        w_v2t = F.softmax(sim_v2t.float() + 1e-4, dim=1).masked_fill(positive, 0)
-        w_t2v = F.softmax(sim_t2v.float() + 1e-4, dim=1).masked_fill(positive, 0)
-        neg_video_for_text = sample_negatives(w_t2v, generator, hard_neg)  # [B]
-        neg_text_for_video = sample_negatives(w_v2t, generator, hard_neg)
+        w_v2t = F.softmax(sim_v2t.float() + 1e-4, dim=1)
+        w_t2v = F.softmax(sim_t2v.float() + 1e-4, dim=1)
+        neg_video_for_text, ok_t = sample_negatives(w_t2v, positive, generator, hard_neg)  # [B]
+        neg_text_for_video, ok_v = sample_negatives(w_v2t, positive, generator, hard_neg)
     vision_all = torch.cat([vision_embeds, vision_embeds[neg_video_for_text], vision_embeds], dim=0)
     text_all = torch.cat([text_embeds, text_embeds, text_embeds[neg_text_for_video]], dim=0)
     atts_all = torch.cat([text_atts, text_atts, text_atts[neg_text_for_video]], dim=0)
     v_atts = None
     if vision_atts is not None:
         v_atts = torch.cat([vision_atts, vision_atts[neg_video_for_text], vision_atts], dim=0)
+    labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(2 * B, dtype=torch.long)])
+    keep = torch.cat([torch.ones(B, dtype=torch.bool), ok_t.cpu(), ok_v.cpu()])
+    if not keep.all():  # pairs without a true negative (every sample of the batch is the same video)
+        sel = keep.nonzero().squeeze(1).to(vision_all.device)
+        vision_all, text_all, atts_all = vision_all[sel], text_all[sel], atts_all[sel]
+        v_atts = v_atts[sel] if v_atts is not None else None
+        labels = labels[keep]
     hidden = text_encoder(encoder_embeds=text_all, attention_mask=atts_all, encoder_hidden_states=vision_all,
                           encoder_attention_mask=v_atts, mode="fusion")
     logits = itm_head(pool_text(hidden, atts_all, pool))
-    labels = torch.cat([torch.ones(B, dtype=torch.long), torch.zeros(2 * B, dtype=torch.long)]).to(logits.device)
+    labels = labels.to(logits.device)
     return F.cross_entropy(logits.float(), labels), logits, labels
 
 

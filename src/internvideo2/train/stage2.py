@@ -65,7 +65,14 @@ class Stage2Options:
         fusion_layer: first cross-attention layer (default per text encoder).
         embed_dim / temp / text_pool / add_sep / max_txt_l: contrastive space and text side.
         freeze_text_layers / text_dropout / text_grad_checkpointing: text-tower training.
-        loss_weight / vtm_hard_neg / mlm_masking_prob / vtm_batch / mlm_batch: the objective.
+        loss_weight / vtm_hard_neg / mlm_masking_prob / vtm_batch / mlm_batch / vtm_select / itm_pool: the
+            objective (``Stage2Config``).
+        vtm_hard_neg_start: the step from which VTM negatives are hard (sampled from the similarities, when
+            ``vtm_hard_neg``); before it they are uniform over the batch (official: 0, hard from the start).
+        cross_attention_init: ``random`` (official: BERT init, the pretrained text tower has no
+            cross-attention) or ``self`` (a copy of the same layer's pretrained self-attention,
+            :func:`~internvideo2.models.text.init_cross_attention_from_self`).
+        fusion_vision_norm: parameter-free LayerNorm on the vision tokens entering the cross-attention.
         video_mask_type / video_mask_ratio / image_mask_ratio: training-time token masking.
         eval_split / eval_num: held-out retrieval during training (None: no evaluation).
         uta_teacher / uta_ratio / uta_image_only: UTA with a saved CLIP teacher.
@@ -88,6 +95,11 @@ class Stage2Options:
     mlm_masking_prob: float = 0.5
     vtm_batch: int | None = None
     mlm_batch: int | None = None
+    vtm_select: str = "first"
+    vtm_hard_neg_start: int = 0
+    itm_pool: str | None = None
+    cross_attention_init: str = "random"
+    fusion_vision_norm: bool = False
     video_mask_type: str = "random"
     video_mask_ratio: float = 0.8
     image_mask_ratio: float = 0.5
@@ -108,6 +120,8 @@ class Stage2Options:
                                            "model needs the audio data path)")
         if self.loss_weight.uta and not self.uta_teacher:
             raise ConfigError("uta_teacher", "loss_weight.uta > 0 needs a CLIP teacher folder")
+        if self.cross_attention_init not in ("random", "self"):
+            raise ConfigError("cross_attention_init", f"must be 'random' or 'self', got {self.cross_attention_init!r}")
 
 
 @dataclass
@@ -224,7 +238,8 @@ class Stage2Task(Task):
                 video_mask_type=o.video_mask_type, loss_vtc=w.vtc, loss_vtm=w.vtm, loss_mlm=w.mlm,
                 vtm_hard_neg=o.vtm_hard_neg, mlm_prob=o.mlm_masking_prob, vtm_batch=o.vtm_batch, mlm_batch=o.mlm_batch,
                 freeze_text_layers=o.freeze_text_layers, loss_uta=w.uta, uta_ratio=o.uta_ratio,
-                uta_image_only=o.uta_image_only)
+                uta_image_only=o.uta_image_only, vtm_select=o.vtm_select, itm_pool=o.itm_pool,
+                fusion_vision_norm=o.fusion_vision_norm)
         except ConfigError as e:
             raise ConfigError(f"task.options.{e.field}", e.reason) from None
 
@@ -242,6 +257,10 @@ class Stage2Task(Task):
         model = InternVideo2Stage2(self.model_config(cfg))
         if load_text_weights(model.text_encoder, o):
             model.apply_freezing()
+        if o.cross_attention_init == "self":
+            from ..models.text import init_cross_attention_from_self
+
+            init_cross_attention_from_self(model.text_encoder.bert)
         if cfg.model.pretrained:
             self.init_report = load_vision_weights(model.vision_encoder, cfg.model.pretrained)
         img_table = getattr(model.vision_encoder, "img_pos_embed", None)
@@ -310,8 +329,10 @@ class Stage2Task(Task):
             t = self._uta_teacher(self.options(ctx.cfg)).to(ctx.device)
             with torch.no_grad():
                 teacher = t(video)
+        o = self.options(ctx.cfg)
+        hard = None if ctx.step >= o.vtm_hard_neg_start else False
         return model(video, tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device), batch["idx"],
-                     gather=ctx.gather, generator=gen, mask=mask, teacher=teacher)
+                     gather=ctx.gather, generator=gen, mask=mask, teacher=teacher, hard_negatives=hard)
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, model: nn.Module, ctx: StepContext) -> dict[str, float] | None:
