@@ -18,6 +18,11 @@ SCORER_TEXT = {"sim": "cosine of the projected features", "dsl": "dual softmax (
                "match": "ITM head re-ranks each query's top k by cosine"}
 
 
+def _scorer_text(scorer: str, entry: dict) -> str:
+    text = SCORER_TEXT[scorer]
+    return text.replace("top k", f"top {entry['reranked_top_k']}") if "reranked_top_k" in entry else text
+
+
 def _num(value, split: str, items: int, scorer: str | None = None, **extra) -> dict:
     d = {"value": round(float(value), 3), "split": split, "items": int(items)}
     if scorer:
@@ -138,11 +143,12 @@ def _targets(m: dict) -> dict:
     t["zero-shot top-1 >= 3x chance"] = z["value"] >= 3 * z["chance"]
     runs = m["stage2"]["stage1"]
     if all("zeroshot_draws/top1" in r for r in runs.values()):
-        t[f"zero-shot top-1 >= 3x chance for every stage-2 seed (mean over {len(z_draws(runs))} held-out draws)"] = all(
-            r["zeroshot_draws/top1"]["mean"] >= 3 * r["zeroshot_draws/top1"]["chance"] for r in runs.values())
+        key = (f"zero-shot top-1 >= 3x chance for every stage-1-init seed (mean over {len(z_draws(runs))} "
+               "held-out draws)")
+        t[key] = all(r["zeroshot_draws/top1"]["mean"] >= 3 * r["zeroshot_draws/top1"]["chance"] for r in runs.values())
     vtm = [r["final_losses"]["loss_vtm"] for r in runs.values() if "loss_vtm" in r["final_losses"]]
     if vtm:
-        t["VTM loss ends <= 0.45 for every stage-2 seed"] = max(vtm) <= 0.45
+        t["VTM loss ends <= 0.45 for every stage-1-init seed"] = max(vtm) <= 0.45
     if "retrieval/match/t2v_r1" in head:
         t["ITM re-ranking beats cosine (held-out t2v R@1)"] = (head["retrieval/match/t2v_r1"]["value"]
                                                                > head["retrieval/sim/t2v_r1"]["value"])
@@ -192,6 +198,14 @@ def _limits(m: dict) -> list[str]:
                  "classes are motions, and the video embedding is still dominated by the object's appearance (in "
                  "our calibration about 60% of the text-to-video errors were clips of the same object with another "
                  "motion).")
+    runs = m["stage2"]["stage1"]
+    low = {s: r["zeroshot_draws/top1"] for s, r in runs.items()
+           if "zeroshot_draws/top1" in r and r["zeroshot_draws/top1"]["mean"] < 3 * r["zeroshot_draws/top1"]["chance"]}
+    if low:
+        L.append("- **Zero-shot classification is below 3x chance for some seeds** when averaged over the held-out "
+                 "draws: " + "; ".join(f"seed {s}: {d['mean']:.1f}% ({d['mean'] / d['chance']:.2f}x)"
+                                        for s, d in low.items())
+                 + ". Single draws of 300 clips move it by several points, and the seeds differ by as much.")
     comp = m.get("comparison", {})
     why = ("the toy teachers know appearance (the CLIP teacher, one frame at a time) better than motion (the MAE "
            "teacher, trained for under a minute, encodes little of it)")
@@ -477,12 +491,12 @@ def _markdown(demo, m: dict, files: dict) -> str:
         k = f"retrieval/{scorer}/t2v_r1"
         if k in h:
             L.append(f"| text→video R@1 | **{h[k]['value']:.1f}%** | {100 / h[k]['items']:.1f}% | {h[k]['items']} | "
-                     f"{SCORER_TEXT[scorer]} |")
+                     f"{_scorer_text(scorer, h[k])} |")
     for scorer in ("sim", "dsl", "match"):
         k = f"retrieval/{scorer}/v2t_r1"
         if k in h:
             L.append(f"| video→text R@1 | {h[k]['value']:.1f}% | {100 / h[k]['items']:.1f}% | {h[k]['items']} | "
-                     f"{SCORER_TEXT[scorer]} |")
+                     f"{_scorer_text(scorer, h[k])} |")
     z = h["zeroshot/top1"]
     L.append(f"| zero-shot classification top-1 | **{z['value']:.1f}%** | {z['chance']:.1f}% | {z['items']} | "
              f"{z['scorer']} |")
