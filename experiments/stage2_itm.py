@@ -43,8 +43,9 @@ def decision_data(out: Path) -> Path:
 
 
 def tail_losses(run: Path, n: int = 3) -> dict[str, float]:
-    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    rows = [r for r in rows if "loss" in r]
+    from internvideo2.train.logs import read_metrics
+
+    rows = [r for r in read_metrics(run) if "loss" in r]
     out = {}
     for k in ("loss_vtc", "loss_vtm", "loss_mlm"):
         vals = [r[k] for r in rows[-n:] if k in r]

@@ -300,14 +300,10 @@ def frozen_probes(model, videos: dict[str, torch.Tensor], train_labels: list[int
 
 
 def _eval_curve(run: Path) -> list[dict]:
-    rows = []
-    path = run / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if any(k.startswith("eval/") for k in r):
-                rows.append({"step": r.get("step"), **{k[5:]: v for k, v in r.items() if k.startswith("eval/")}})
-    return rows
+    from ..train.logs import read_metrics
+
+    return [{"step": r.get("step"), **{k[5:]: v for k, v in r.items() if k.startswith("eval/")}}
+            for r in read_metrics(run) if any(k.startswith("eval/") for k in r)]
 
 
 def run_demo(opts: DemoOptions) -> int:

@@ -247,10 +247,10 @@ def _plots(demo, m: dict) -> dict[str, str]:
     out = demo.out
     files = {}
 
+    from ..train.logs import read_metrics
+
     def series(folder: Path, key: str = "loss"):
-        rows = ([json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-                if (folder / "metrics.jsonl").is_file() else [])
-        rows = [r for r in rows if key in r]
+        rows = [r for r in read_metrics(folder) if key in r]
         return [r["step"] for r in rows], [r[key] for r in rows]
 
     # losses of every stage

@@ -8,7 +8,7 @@ from typing import Any
 
 from internvideo2.utils.io import atomic_write, write_text
 
-__all__ = ["RunLog", "plot_losses"]
+__all__ = ["RunLog", "plot_losses", "read_metrics"]
 
 
 class RunLog:
@@ -61,13 +61,17 @@ class RunLog:
             self._tb.close()
 
 
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl`` in order ([] when the run wrote none)."""
+    metrics = Path(out_dir) / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    return [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+
+
 def plot_losses(out_dir: Path, title: str) -> Path | None:
     """``loss.png``: every ``loss*`` term and the learning rate against the step, from ``metrics.jsonl``."""
-    metrics = out_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
-    recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    recs = [r for r in recs if "loss" in r]
+    recs = [r for r in read_metrics(out_dir) if "loss" in r]
     if not recs:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: training extra

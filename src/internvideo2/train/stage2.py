@@ -324,12 +324,12 @@ class Stage2Task(Task):
                 for j, i in enumerate(batch["idx"])]
         mask = None if any(r is None for r in rows) else torch.cat(rows)
         gen = step_generator(seed, ctx.step, ctx.rank, ctx.micro_step, "stage2")
+        o = self.options(ctx.cfg)
         teacher = None
         if net.config.loss_uta:
-            t = self._uta_teacher(self.options(ctx.cfg)).to(ctx.device)
+            t = self._uta_teacher(o).to(ctx.device)
             with torch.no_grad():
                 teacher = t(video)
-        o = self.options(ctx.cfg)
         hard = None if ctx.step >= o.vtm_hard_neg_start else False
         return model(video, tok["input_ids"].to(ctx.device), tok["attention_mask"].to(ctx.device), batch["idx"],
                      gather=ctx.gather, generator=gen, mask=mask, teacher=teacher, hard_negatives=hard)
