@@ -158,10 +158,12 @@ def test_detect_stage2_file_drops_text_explicitly():
     sd = {"vision_encoder." + k: v for k, v in enc.state_dict().items()}
     sd.update({"text_encoder.bert.embeddings.word_embeddings.weight": torch.zeros(10, 4),
                "vision_proj.weight": torch.zeros(2, 768), "temp": torch.tensor(0.07)})
-    det = detect_checkpoint(sd)
+    with pytest.raises(CheckpointError, match="incomplete BERT text tower"):
+        detect_checkpoint(sd)  # a stage-2 file loads as the whole model: its text tower must be complete
+    det = detect_checkpoint(sd, vision_only=True)
     assert det.kind == "stage2" and det.select_prefix == "vision_encoder."
     assert det.drop == ("temp", "text_encoder.*", "vision_proj.*")
-    m = load_model(sd)
+    m = load_model(sd, vision_only=True)
     assert list(m.load_report.dropped)[:1] == ["text_encoder.bert.embeddings.word_embeddings.weight"]
     assert m.config.sep_image_video_pos_embed and m.cfg.num_frames == 4
 

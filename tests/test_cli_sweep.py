@@ -79,6 +79,7 @@ def _templates(f: dict[str, Path]) -> dict[str, dict[str, list]]:
                   "model": [video, "--model", "{in}", "-o", f["dir"] / "e"],
                   "out": [video, "--model", model, "-o", "{out}"]},
         "info": {"in": ["{in}"]},
+        "convert": {"in": ["{in}", "-o", f["dir"] / "c"], "out": [video, "-o", "{out}"]},
         "demo": {"in": ["--configs", "{in}", "--out", f["dir"] / "d"], "out": ["--quick", "--out", "{out}"]},
         "eval": {},  # dispatches to the tasks below
         "eval tal": {"in": ["--gt", "{in}", "--pred", "{in}"], "out": ["--gt", f["dir"] / "gt.json", "--pred",

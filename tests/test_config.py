@@ -252,7 +252,9 @@ def test_official_recipe_options_validate_against_the_task(path):
     get_task(cfg.task.name, cfg.task.module).validate(cfg)
     opts, data = cfg.task.options, cfg.data.options
     assert not opts.get("random_teachers") and not data.get("synthetic")
-    if cfg.task.name in ("stage1", "distill", "finetune", "stage2", "clip"):
+    if data.get("corpora"):  # stage 2's mixed image + video corpora: each names its annotation file
+        assert all(c.get("annotation") and c.get("corpus", "json") == "json" for c in data["corpora"])
+    elif cfg.task.name in ("stage1", "distill", "finetune", "stage2", "clip"):
         assert data.get("annotation"), "the real recipe names its annotation file"
         assert data.get("corpus") not in (None, "synth"), "the real recipe reads its annotation, not synthetic data"
     if cfg.task.name == "stage1":
@@ -283,7 +285,7 @@ def _meta_teacher(path, field, kind=None, return_layer=None, return_interval=Non
 
 
 @pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
-def test_official_recipe_builds_its_published_model(path, monkeypatch):
+def test_official_recipe_builds_its_published_model(path, monkeypatch, tmp_path):
     """Every real recipe builds its full-size model (on the meta device: no memory, no weights; files that
     do not exist here are switched off) with the published layer pairing and freezing."""
     import torch
@@ -293,7 +295,8 @@ def test_official_recipe_builds_its_published_model(path, monkeypatch):
 
     monkeypatch.setattr(stage1, "load_teacher", _meta_teacher)
     cfg = load_config(path, ["model.pretrained=null"])
-    for key, off in (("text_pretrained", False), ("pretrained_extra", None), ("k710_head_transfer", False)):
+    for key, off in (("text_pretrained", False), ("pretrained_extra", None), ("k710_head_transfer", False),
+                     ("text_checkpoint", None), ("tokenizer", str(tmp_path))):
         if key in cfg.task.options:
             cfg.task.options[key] = off
     task = get_task(cfg.task.name, cfg.task.module)
@@ -313,11 +316,12 @@ def test_official_recipe_builds_its_published_model(path, monkeypatch):
     elif cfg.task.name == "distill":
         assert task.teacher.return_index == [23, 26, 29, 33, 36, 39]
         assert model.config.clip_decoder == "mlp" and len(model.config.clip_student_index) == 6
-    elif cfg.task.name == "clip":
-        assert trainable == {"vision_encoder", "temp"}
+    elif cfg.task.name == "clip":  # the attention pool, the temperature (and vision_align: CLIP S/B/L)
+        assert trainable == {"vision_encoder", "temp"} | ({"vision_align"} if model.config.align_dim else set())
         pool = {n for n, _ in model.vision_encoder.named_parameters(prefix="vision_encoder")
                 if n.startswith("vision_encoder.clip_projector.")}
-        assert pool and {n for n, p in model.named_parameters() if p.requires_grad and n != "temp"} == pool
+        assert pool and {n for n, p in model.named_parameters() if p.requires_grad and n != "temp"
+                         and not n.startswith("vision_align.")} == pool
     elif cfg.task.name == "finetune":
         mode = cfg.task.options.get("mode", "full")
         want = {"linear": {"fc_norm", "head"}, "attentive": {"fc_norm", "head", "clip_projector"}}.get(mode)

@@ -38,7 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("internvideo2.train.finetune_cli", "fine-tune / probe an action classifier"),
     "eval": ("internvideo2.eval.cli", "evaluate: retrieval, zeroshot-cls, cls, tal, moments"),
     "embed": ("internvideo2.embed", "extract video embeddings from files or folders"),
-    "info": ("internvideo2.info", "list presets, inspect checkpoints"),
+    "info": ("internvideo2.info", "list presets and released models, inspect checkpoints"),
+    "convert": ("internvideo2.checkpoint.convert", "convert a released checkpoint to our format (safetensors)"),
 }
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130

@@ -10,6 +10,8 @@ from collections import Counter
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="?", help="a checkpoint file or saved model folder to inspect")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--released", action="store_true",
+                        help="list every released InternVideo2 file: what it is and where it is published")
 
 
 def _presets() -> list[dict]:
@@ -30,8 +32,8 @@ def _presets() -> list[dict]:
 def _inspect(path: str) -> dict:
     from pathlib import Path
 
+    from .checkpoint.detect import detect_checkpoint
     from .checkpoint.io import read_checkpoint, unwrap_state_dict
-    from .checkpoint.official import detect_checkpoint
     from .checkpoint.pretrained import CONFIG_FILE, inspect_pretrained
     from .errors import CheckpointError
 
@@ -44,13 +46,36 @@ def _inspect(path: str) -> dict:
            "parameters_M": round(sum(v.numel() for v in sd.values()) / 1e6, 2), "key_groups": dict(groups)}
     try:
         det = detect_checkpoint(sd, source=str(p))
-        out.update(kind=det.kind, model_type=det.model_type, key_prefix=det.select_prefix, would_drop=list(det.drop))
+        out.update(kind=det.kind, official_class=det.official_class, model_type=det.model_type, **det.summary)
+        if det.unsupported:
+            out["loads_as"] = det.unsupported
     except CheckpointError as e:
         out["detected"] = f"not a released InternVideo2 layout: {e}"
     return out
 
 
+def _released(as_json: bool) -> int:
+    import dataclasses
+
+    from .checkpoint.zoo import RELEASED
+
+    rows = [dataclasses.asdict(r) | {"model_type": r.model_type} for r in RELEASED]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'tag':<20}{'official file':<36}{'kind':<15}{'preset':<18}{'frames':>6}{'size':>6}{'classes':>8}  text")
+    for r in RELEASED:
+        print(f"{r.tag:<20}{r.name:<36}{r.kind:<15}{r.preset:<18}{r.frames:>6}{r.img_size:>6}"
+              f"{r.num_classes or '':>8}  {r.text or ''}")
+    print("\nnormalisation: ImageNet mean/std for every InternVideo2 file; licence: " + RELEASED[0].license)
+    print("load with internvideo2.load_model('<tag or file name>', path=<your local copy>); the package never "
+          "downloads.\nWhere each is published, sha256 and notes: internvideo2 info --released --json")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.released:
+        return _released(args.json)
     if args.checkpoint:
         from .utils.paths import input_path
 

@@ -175,6 +175,8 @@ class LoadReport:
         dropped: source keys deliberately discarded (key -> reason).
         resampled: position tables resampled (key -> (old grid, new grid)).
         inflated: patch kernels adapted in time.
+        overridden: keys given by several parts of a model assembled from files, taken from the last
+            (:func:`~internvideo2.checkpoint.loader.load_clip_parts`: the trained CLIP part wins).
     """
 
     source: str = ""
@@ -185,6 +187,7 @@ class LoadReport:
     dropped: dict[str, str] = field(default_factory=dict)
     resampled: dict[str, tuple] = field(default_factory=dict)
     inflated: list[str] = field(default_factory=list)
+    overridden: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors from {self.source or 'state dict'}"]

@@ -11,9 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from ..errors import CheckpointError
 from ..models.config import ClassifierConfig, PretrainConfig, TeacherConfig, VisionConfig, list_presets, vision_config
 
 # --------------------------------------------------------------------------------------------------
@@ -142,96 +139,7 @@ def _stage2_config(official: Mapping[str, Any]):
 
     return stage2_config_from_official(dict(official))
 
-
-# --------------------------------------------------------------------------------------------------
-# recognising a released file from its keys
-# --------------------------------------------------------------------------------------------------
-_WIDTH_TO_PRESET = {384: "internvideo2-s14", 768: "internvideo2-b14", 1024: "internvideo2-l14",
-                    1408: "internvideo2-1b", 3200: "internvideo2-6b"}
-
-
-@dataclass
-class Detected:
-    """What :func:`detect_checkpoint` concluded about a state dict."""
-
-    kind: str  # classifier | stage1 | distill | stage2 | clip | stage2_vision | vision
-    model_type: str
-    config: Any
-    select_prefix: str | None
-    drop: tuple[str, ...]
-
-
-def detect_checkpoint(sd: Mapping[str, torch.Tensor], *, img_size: int = 224, num_frames: int | None = None,
-                      source: str = "checkpoint") -> Detected:
-    """Infer the architecture of a released InternVideo2 file from key names and shapes.
-
-    Widths map to presets (384 S, 768 B, 1024 L, 1408 1B, 3200 6B); the frame count comes from the
-    position table (at ``img_size``, 224 for every release) unless given.
-    """
-    keys = list(sd)
-    prefix = "vision_encoder." if any(k.startswith("vision_encoder.") for k in keys) else ""
-    if prefix + "cls_token" not in sd:
-        raise CheckpointError(f"{source}: not an InternVideo2 vision checkpoint (no {prefix}cls_token)")
-    C = sd[prefix + "cls_token"].shape[-1]
-    depth = 1 + max(int(k[len(prefix):].split(".")[1]) for k in keys if k.startswith(prefix + "blocks."))
-    if C not in _WIDTH_TO_PRESET:
-        raise CheckpointError(f"{source}: width {C} matches no preset ({sorted(_WIDTH_TO_PRESET)}); build the "
-                              f"model config yourself and call load_state_dict_strict")
-    preset = _WIDTH_TO_PRESET[C]
-    base = vision_config(preset)
-    if base.depth != depth:
-        raise CheckpointError(f"{source}: {depth} blocks, but preset {preset} has {base.depth}")
-    grid_side = img_size // base.patch_size
-    tub = sd[prefix + "patch_embed.proj.weight"].shape[2]
-    if num_frames is None and prefix + "pos_embed" in sd:
-        num_frames = (sd[prefix + "pos_embed"].shape[1] - 1) // (grid_side * grid_side) * tub
-    vis = base.replace(img_size=img_size, num_frames=num_frames or 8, tubelet_size=tub,
-                       clip_embed_dim=sd[prefix + "clip_projector.cross_attn.proj.weight"].shape[0])
-
-    def n_modules(name: str) -> int:
-        idx = {int(k[len(prefix + name) + 1:].split(".")[0]) for k in keys if k.startswith(prefix + name + ".")}
-        return len(idx)
-
-    has = lambda name: any(k.startswith(prefix + name) for k in keys)
-    if any(k.startswith("text_encoder.") for k in keys):
-        kind = "stage2"
-    elif prefix and has("clip_decoder."):
-        kind = "stage2_vision"
-    elif prefix:
-        kind = "clip"
-    elif has("mae_decoder."):
-        kind = "stage1"
-    elif has("clip_decoder."):
-        kind = "distill"
-    elif "head.weight" in sd:
-        kind = "classifier"
-    else:
-        kind = "vision"
-    if kind == "classifier":
-        cfg = ClassifierConfig(vision=vis, num_classes=sd["head.weight"].shape[0],
-                               head="ap" if "extra_mlp.0.weight" in sd else "linear")
-        return Detected(kind, "classifier", cfg, None, ())
-    if kind in ("stage1", "distill", "stage2", "stage2_vision"):
-        dec = sd[prefix + "clip_decoder.0.head.weight"] if prefix + "clip_decoder.0.head.weight" in sd else None
-        mlp_dec = prefix + "clip_decoder.0.head.0.weight" in sd
-        clip_dim = (sd[prefix + "clip_decoder.0.head.2.weight"] if mlp_dec else dec).shape[0]
-        final = prefix + "final_clip_decoder.norm.weight"
-        cfg = PretrainConfig(
-            vision=vis, clip_teacher_embed_dim=clip_dim,
-            clip_teacher_final_dim=sd[final].shape[0] if final in sd else 0,
-            clip_return_layer=n_modules("clip_decoder"), clip_decoder="mlp" if mlp_dec else "linear",
-            mae_return_layer=n_modules("mae_decoder"),
-            mae_teacher_embed_dim=sd["mae_decoder.0.norm.weight"].shape[0] if kind == "stage1" else 1408,
-            sep_image_video_pos_embed=prefix + "img_pos_embed" in sd)
-        drop = ()
-        if kind == "stage2":
-            drop = tuple(sorted({k.split(".")[0] + (".*" if "." in k else "") for k in keys
-                                 if not k.startswith(prefix)}))
-        return Detected(kind, "pretrain", cfg, prefix or None, drop)
-    if kind == "clip":
-        drop = tuple(sorted({k.split(".")[0] + (".*" if "." in k else "") for k in keys if not k.startswith(prefix)}))
-        return Detected(kind, "vision", vis, prefix, drop)
-    return Detected(kind, "vision", vis, None, ())
+# recognising a released file from its keys: detect.py
 
 
 def known_presets() -> list[str]:

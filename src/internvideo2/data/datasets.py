@@ -71,6 +71,7 @@ __all__ = [
     "VideoTextDataset",
     "collate_samples",
     "collate_skip_bad",
+    "flatten_repeated",
     "read_image",
 ]
 
@@ -225,6 +226,32 @@ def _to_float_video(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+_BOOKKEEPING = ("num_samples", "num_bad", "bad_paths", "bad_reasons", "bad_indices")
+
+
+def flatten_repeated(batch: dict, num_sample: int) -> dict:
+    """A collated batch of repeated-augmentation items (``"video"`` ``[B, S, T, 3, H, W]``) -> ``B * S``
+    clips, copies of one video adjacent (official ``multiple_samples_collate``): ``"video"`` becomes
+    ``[B * S, T, 3, H, W]`` and every other per-item entry (labels, indices, paths) is repeated ``S`` times.
+    The bad-sample bookkeeping keeps counting loaded videos. ``num_sample == 1``: returned as is."""
+    video = batch.get("video")
+    if num_sample == 1 or video is None:
+        return batch
+    if video.dim() < 2 or video.shape[1] != num_sample:
+        raise ConfigError("num_sample", f"batch video {tuple(video.shape)} does not hold {num_sample} copies")
+    B = video.shape[0]
+    out = dict(batch)
+    out["video"] = video.flatten(0, 1)
+    for k, v in batch.items():
+        if k in _BOOKKEEPING or k == "video":
+            continue
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B:
+            out[k] = v.repeat_interleave(num_sample, dim=0)
+        elif isinstance(v, list) and len(v) == B:
+            out[k] = [x for x in v for _ in range(num_sample)]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # datasets
 # ---------------------------------------------------------------------------------------------------------
@@ -255,6 +282,10 @@ class ClipDataset(Dataset):
             datasets of the process (keyed by file, size and modification time), so successive training
             stages decode a corpus once. Memory grows with the corpus (2000 clips of 8 x 64 x 64 frames take
             200 MB); each DataLoader worker process keeps its own copy. ``ClipDataset.clear_cache()`` frees it.
+        num_sample: repeated augmentation (official ``--num_sample``): the sampled frames are transformed
+            ``num_sample`` times with independent draws and ``"video"`` becomes ``[num_sample, T, 3, H, W]``
+            (:func:`flatten_repeated` turns a collated batch into ``B * num_sample`` clips). Copy 0 uses the
+            same stream as ``num_sample=1``; copy ``k`` the purpose ``"transform-copy{k}"``.
     """
 
     def __init__(
@@ -271,9 +302,12 @@ class ClipDataset(Dataset):
         skip_bad: bool = True,
         timeout: float = 60.0,
         cache: bool = False,
+        num_sample: int = 1,
     ):
         if int(num_frames) < 1:
             raise ConfigError("num_frames", f"must be >= 1, got {num_frames}")
+        if int(num_sample) < 1:
+            raise ConfigError("num_sample", f"must be >= 1, got {num_sample}")
         self.num_frames = int(num_frames)
         self.sample = sample
         self.transform = transform
@@ -286,6 +320,7 @@ class ClipDataset(Dataset):
         self.skip_bad = skip_bad
         self.timeout = float(timeout)
         self.cache = bool(cache)
+        self.num_sample = int(num_sample)
 
     # -- epoch and seeds ------------------------------------------------------------------------------
 
@@ -340,7 +375,8 @@ class ClipDataset(Dataset):
         media_type: str = "video",
         crop_bbox: Sequence[float] | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
-        """Decode, sample and transform one clip -> (``[T, 3, H, W]`` float, frame indices)."""
+        """Decode, sample and transform one clip -> (``[T, 3, H, W]`` float, or ``[num_sample, T, 3, H, W]``
+        with repeated augmentation, frame indices)."""
         rng_frames = self.rng(index, "frames", epoch)
         if media_type == "image":
             frames = read_image(path, timeout=self.timeout)
@@ -363,11 +399,17 @@ class ClipDataset(Dataset):
             if x1 <= x0 or y1 <= y0:
                 raise MediaError(path, "bad_crop_bbox", f"{list(crop_bbox)} outside a {w}x{h} image")
             frames = frames[:, y0:y1, x0:x1]
-        if self.transform is not None:
-            video = self.transform(frames, rng=self.rng(index, "transform", epoch))
+        if self.num_sample > 1:  # the official dataset augments one decoded buffer num_sample times
+            video = torch.stack([self._transform(frames, index, epoch, k) for k in range(self.num_sample)])
         else:
-            video = _to_float_video(frames)
+            video = self._transform(frames, index, epoch, 0)
         return video, list(indices)
+
+    def _transform(self, frames: torch.Tensor, index: int, epoch: int, copy: int) -> torch.Tensor:
+        if self.transform is None:
+            return _to_float_video(frames)
+        purpose = "transform" if copy == 0 else f"transform-copy{copy}"
+        return self.transform(frames, rng=self.rng(index, purpose, epoch))
 
     _CACHE: dict[tuple, tuple[torch.Tensor, Any]] = {}  # process-wide decoded clips (see ``cache``)
 

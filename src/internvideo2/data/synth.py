@@ -429,6 +429,63 @@ def read_world(out_dir: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     return out
 
 
+def image_relpath(split: str, index: int) -> str:
+    return f"images/{split}/{index:06d}.png"
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    """Lossless PNG bytes of one uint8 ``[H, W, 3]`` RGB frame (PyAV's PNG encoder: no extra dependency)."""
+    import av
+
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ConfigError("frame", f"expected uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="image2pipe") as c:
+        s = c.add_stream("png")
+        s.width, s.height, s.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+        for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return buf.getvalue()
+
+
+def write_frame_images(out_dir: str | os.PathLike, split: str = "train", *, frame: int | None = None) -> Path:
+    """An image-text corpus made of single frames of the world's clips (for mixed image + video training).
+
+    Reads ``<split>.jsonl`` (written by :func:`generate_world`), renders each clip again (exactly the frames
+    its MP4 was encoded from) and writes frame ``frame`` (default: the middle one, ``T // 2``) losslessly
+    as ``images/<split>/NNNNNN.png``, plus ``<split>_images.json``: the official image pre-training list
+    ``[{"image": path, "caption": [the clip's captions], "label", "appearance", "source_video", "frame"}]``
+    (the captions describe the whole clip; a frame shows its objects, colours and places, not the motion).
+    Files that already hold the right bytes are left alone (a repeated call writes nothing). Returns the
+    JSON path.
+    """
+    from ..utils.io import write_bytes
+
+    out = Path(out_dir)
+    records = read_world(out, split)
+    ann = out / f"{split}_images.json"
+    rows = []
+    for r in records:
+        t = int(r["num_frames"])
+        k = t // 2 if frame is None else int(frame)
+        if not 0 <= k < t:
+            raise ConfigError("frame", f"frame {k} outside the clips' {t} frames")
+        rel = image_relpath(split, int(r["index"]))
+        rows.append({"image": rel, "caption": r["caption"], "label": r["label"], "appearance": r["appearance"],
+                     "source_video": r["video"], "frame": k})
+        dest = out / rel
+        png = encode_png(render_frames(r["spec_obj"], t, int(r["size"]))[k])
+        if not dest.is_file() or dest.read_bytes() != png:  # a world regenerated in place gets fresh images
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(dest, png)
+    text = _dump_json(rows)
+    if not ann.is_file() or ann.read_text(encoding="utf-8") != text:
+        write_text(ann, text)
+    return ann
+
+
 # ---------------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ TASKS: dict[str, tuple[str, str]] = {
                   "zero-shot text-video retrieval: cosine, dual-softmax and ITM re-ranking side by side"),
     "zeroshot-cls": ("internvideo2.eval.zeroshot:ZeroShotCLI",
                      "zero-shot action classification with prompt-template ensembles"),
-    "mc": ("internvideo2.eval.zeroshot:MultipleChoiceCLI", "multiple-choice video-text retrieval accuracy"),
+    "mc": ("internvideo2.eval.zeroshot:MultipleChoiceCLI",
+           "multiple-choice retrieval: first/any-answer accuracy, Charades-MC mAP (torchnet mAPMeter)"),
     "cls": ("internvideo2.eval.classification:ClassificationCLI",
             "action classification with the multi-view test (N clips x M crops)"),
 }

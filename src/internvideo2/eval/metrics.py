@@ -33,8 +33,11 @@ __all__ = [
     "aggregate_views",
     "views_label",
     "multiple_choice_accuracy",
+    "multi_hot",
     "average_precision_per_class",
     "multilabel_map",
+    "MultiChoiceMetrics",
+    "multiple_choice_metrics",
 ]
 
 
@@ -413,29 +416,126 @@ def multiple_choice_accuracy(scores, answers) -> float:
     return 100.0 * float(np.mean(np.argmax(s, axis=1) == a))
 
 
-def average_precision_per_class(scores, targets) -> np.ndarray:
-    """Per-class AP ``[K]`` (fractions) as ``torchnet.meter.APMeter`` computes it (Charades-MC, spec §7.6).
+def _answer_lists(answers: Sequence[int | Sequence[int]], num_options: Sequence[int]) -> list[list[int]]:
+    """One non-empty list of distinct in-range option indices per question (an int is a one-item list)."""
+    if len(answers) != len(num_options):
+        raise ConfigError("answers", f"has {len(answers)} entries for {len(num_options)} questions")
+    out = []
+    for i, (a, n) in enumerate(zip(answers, num_options)):
+        ids = [int(a)] if isinstance(a, (int, np.integer)) else [int(v) for v in a]
+        if not ids or len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= n:
+            raise ConfigError(f"answers[{i}]", f"must be distinct option indices in [0, {n}), got {a!r:.80}")
+        out.append(ids)
+    return out
 
-    For each class: sort samples by decreasing score, ``precision@i = tp_i / i``, AP = sum of the
-    precisions at the positive samples / max(#positives, 1). A class with no positive gets AP 0 (and
-    still counts in the mean). Ties are ordered by a stable descending sort (torchnet's
-    ``torch.sort`` leaves their order unspecified). ``scores`` ``[N, K]``, ``targets`` ``[N, K]`` in {0, 1}.
+
+def multi_hot(answers: Sequence[int | Sequence[int]], num_options: int) -> np.ndarray:
+    """``[N, num_options]`` int64 0/1 targets from answer indices (an int or a list per question): the
+    ``torchnet`` target layout of Charades-MC (the official annotation's ``answer`` field as it is)."""
+    ids = _answer_lists(answers, [num_options] * len(answers))
+    t = np.zeros((len(ids), num_options), dtype=np.int64)
+    for i, row in enumerate(ids):
+        t[i, row] = 1
+    return t
+
+
+def average_precision_per_class(scores, targets) -> np.ndarray:
+    """Per-class AP ``[K]`` (fractions) exactly as ``torchnet.meter.APMeter.value()`` computes it
+    (Charades-MC, ``tasks_clip/retrieval_mc2.py``; spec §7.6), without sample weights.
+
+    ``scores`` ``[N, K]`` (higher = more confident), ``targets`` ``[N, K]`` in {0, 1}. For each class k,
+    in float32 like the meter (it stores scores in a ``FloatTensor``): sort the N samples by decreasing
+    score, ``tp_i`` = positives among the first i, ``precision_i = tp_i / i``, and
+    ``AP_k = sum(precision_i at the positive samples) / max(#positives, 1)``.
+
+    - A class with no positive sample gets AP 0 (0 / max(0, 1)) and still counts in :func:`multilabel_map`'s
+      mean, as in ``mAPMeter`` (so such classes pull the mean down).
+    - Ties: samples with exactly equal scores are ranked in dataset order (a stable sort). torchnet calls
+      ``torch.sort(scores, 0, True)``, whose order among ties is unspecified (PyTorch's CPU sort does not
+      keep index order for ties in general); with ties the AP depends on that order, without ties the
+      value is identical.
+    - Non-finite scores are refused (``torch.sort`` would place NaN arbitrarily).
+
+    Returns float64 numbers holding the float32 values.
     """
-    s = _to_numpy(scores, "scores", ndim=2).astype(np.float64)
-    t = _to_numpy(targets, "targets", ndim=2)
-    if t.shape != s.shape:
+    s = _to_tensor(scores, "scores", ndim=2).detach().cpu().float()
+    t = _to_tensor(targets, "targets", ndim=2).detach().cpu()
+    if tuple(t.shape) != tuple(s.shape):
         raise ConfigError("targets", f"shape {tuple(t.shape)} != scores shape {tuple(s.shape)}")
-    if not np.isin(t, (0, 1)).all():
+    if s.shape[0] == 0:
+        raise ConfigError("scores", "no samples")
+    if not torch.isfinite(s).all():
+        raise ConfigError("scores", "contains NaN or infinite values")
+    if not ((t == 0) | (t == 1)).all():
         raise ConfigError("targets", "must contain only 0 and 1")
-    t = t.astype(np.float64)
-    order = np.argsort(-s, axis=0, kind="stable")                  # [N, K]
-    truth = np.take_along_axis(t, order, axis=0)
-    tp = np.cumsum(truth, axis=0)
-    prec = tp / np.arange(1, s.shape[0] + 1, dtype=np.float64)[:, None]
-    return (prec * truth).sum(axis=0) / np.maximum(truth.sum(axis=0), 1.0)
+    t = t.long()
+    rg = torch.arange(1, s.shape[0] + 1, dtype=torch.float32)   # torchnet: torch.range(1, N).float()
+    ap = torch.zeros(s.shape[1], dtype=torch.float32)
+    for k in range(s.shape[1]):
+        order = torch.sort(s[:, k], dim=0, descending=True, stable=True).indices
+        truth = t[order, k]
+        precision = truth.float().cumsum(0).div(rg)
+        # the meter's very expression: a masked fp32 sum over a LongTensor count (keeps the same rounding)
+        ap[k] = precision[truth.bool()].sum() / max(truth.sum(), 1)
+    return ap.double().numpy()
 
 
 def multilabel_map(scores, targets) -> float:
-    """Multi-label mAP in percent: mean over all classes of :func:`average_precision_per_class`
-    (``torchnet.meter.mAPMeter``, used by ``tasks_clip/retrieval_mc2.py`` for Charades-MC)."""
-    return 100.0 * float(np.mean(average_precision_per_class(scores, targets)))
+    """Multi-label mAP in percent: ``mAPMeter.value() * 100``, i.e. the float32 mean over **all** K classes
+    of :func:`average_precision_per_class` (classes without positives count as 0), as
+    ``tasks_clip/retrieval_mc2.py`` reports it for Charades-MC before its ``round(ap, 2)``."""
+    return _mean_ap(average_precision_per_class(scores, targets))
+
+
+def _mean_ap(ap: np.ndarray) -> float:
+    """``float(APMeter.value().mean()) * 100``: the float32 mean of the per-class APs, in percent."""
+    return float(torch.from_numpy(ap).float().mean()) * 100
+
+
+@dataclass
+class MultiChoiceMetrics:
+    """Multiple-choice results of :func:`multiple_choice_metrics` (rates in percent).
+
+    - ``first_answer_accuracy``: argmax option (first maximum on ties) == the question's first listed
+      answer; with one answer per question this is the official accuracy (``retrieval_mc.py``).
+    - ``any_answer_accuracy``: argmax option is one of the question's answers (equal to the above when every
+      question has one answer).
+    - ``map``: :func:`multilabel_map` over the ``[N, K]`` score matrix and the multi-hot targets (official
+      Charades-MC metric), when every question has the same K options; else None.
+    - ``ap_per_option``: the per-class APs behind ``map`` ``[K]`` (fractions), or None.
+    - ``num_items`` / ``num_multi_answer``: questions, and those with more than one right option.
+    """
+
+    first_answer_accuracy: float
+    any_answer_accuracy: float
+    map: float | None
+    ap_per_option: np.ndarray | None
+    num_items: int
+    num_multi_answer: int
+
+
+def multiple_choice_metrics(scores, answers: Sequence[int | Sequence[int]]) -> MultiChoiceMetrics:
+    """First-answer and any-answer accuracy, and the multi-label mAP, of multiple-choice scores.
+
+    ``scores``: ``[N, K]`` (every question with K options) or a list of N 1-D score vectors (varying
+    option counts; then ``map`` is None). ``answers[i]``: an option index or a list of distinct indices,
+    the first being the "first answer" (:func:`~internvideo2.data.annotations.parse_mc_answer` order).
+    Official Charades-MC scores are ``softmax(cos / temp)`` over each question's options (``retrieval_mc2``).
+    """
+    if isinstance(scores, (np.ndarray, torch.Tensor)):
+        rows = list(_to_numpy(scores, "scores", ndim=2))
+    else:
+        rows = [_to_numpy(r, f"scores[{i}]", ndim=1) for i, r in enumerate(scores)]
+    if not rows:
+        raise ConfigError("scores", "no questions")
+    ids = _answer_lists(list(answers), [len(r) for r in rows])
+    pred = [int(np.argmax(r)) for r in rows]                      # first maximum, like score.max(1)[1]
+    first = 100.0 * float(np.mean([p == a[0] for p, a in zip(pred, ids)]))
+    anyhit = 100.0 * float(np.mean([p in a for p, a in zip(pred, ids)]))
+    m = ap = None
+    if len({len(r) for r in rows}) == 1:
+        t = multi_hot(ids, len(rows[0]))
+        s = np.stack(rows)
+        ap = average_precision_per_class(s, t)
+        m = _mean_ap(ap)
+    return MultiChoiceMetrics(first, anyhit, m, ap, len(rows), sum(len(a) > 1 for a in ids))

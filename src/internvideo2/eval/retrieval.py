@@ -6,7 +6,8 @@
   cosine; the ITM logit of class 1 *replaces* the score, -100 elsewhere).
 * Zero-shot classification: class names x prompt templates, per-row-softmax probabilities averaged
   over templates (stage-2 behaviour) or raw cosines averaged (CLIP behaviour).
-* Multiple-choice retrieval: argmax of the cosine over each item's options.
+* Multiple-choice retrieval: ``softmax(cos / temp)`` over each item's options; first-answer and any-answer
+  accuracy, and the Charades-MC mean average precision (``torchnet`` mAPMeter).
 
 Inputs are in-memory: ``videos`` is a float tensor ``[N, 3, T, H, W]`` (already normalised) or an
 iterable of such batches; texts are strings.
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..data.text import ACTION_PROMPTS, pre_text
+from ..errors import ConfigError
 from .metrics import dual_softmax, ensemble_templates, itm_eval, itm_rerank_merge, mean_class_accuracy, topk_accuracy
 
 # The 16 prompts of the official zero-shot action recognition (``kinetics_templates_action_clip``).
@@ -162,14 +164,64 @@ def evaluate_zeroshot_classification(model, videos: Tensor | Iterable[Tensor], l
             "mode": mode, "chance_top1": 100.0 / len(class_names), "scores": scores}
 
 
+def model_temperature(model) -> float:
+    """The learned contrastive temperature of a video-text model (``model.temp``, the VTC temperature of
+    the stage-2 and CLIP families), as the official ``get_sim_for_each_question`` divides by it."""
+    temp = getattr(model, "temp", None)
+    if temp is None:
+        raise ConfigError("temperature", f"{type(model).__name__} has no learned temperature 'temp'; give one")
+    return float(temp.detach().float().item() if isinstance(temp, Tensor) else temp)
+
+
+def multiple_choice_scores(vfeats: Tensor, tfeats: Tensor, option_rows: Sequence[Sequence[int]],
+                           temperature: float) -> list[Tensor]:
+    """Per question, ``softmax(cos(video, options) / temperature)`` over its options (official
+    ``get_sim_for_each_question``, fp32). ``vfeats`` ``[N, D]`` and ``tfeats`` ``[M, D]`` are L2-normalised;
+    ``option_rows[i]`` lists the rows of ``tfeats`` holding question i's options in order. Returns N
+    tensors ``[n_options_i]``."""
+    if not temperature > 0:
+        raise ConfigError("temperature", f"must be > 0, got {temperature}")
+    out = []
+    for v, rows in zip(vfeats.float(), option_rows):
+        sim = tfeats[list(rows)].float() @ v                      # [n_options]
+        out.append(torch.softmax(sim / temperature, dim=0))
+    return out
+
+
 def evaluate_multiple_choice(model, videos: Tensor | Iterable[Tensor], options: Sequence[Sequence[str]],
-                             answers: Sequence[int], batch_size: int = 32) -> dict:
-    """Multiple-choice retrieval: for each video pick the option with the highest cosine."""
+                             answers: Sequence[int | Sequence[int]], batch_size: int = 32,
+                             temperature: float | None = None) -> dict:
+    """Multiple-choice retrieval (official ``tasks_clip/retrieval_mc.py`` and ``retrieval_mc2.py``).
+
+    Each video's options are scored ``softmax(cos / temp)`` (``temperature``; None: the model's learned
+    ``temp``); the prediction is the argmax (first maximum on ties). ``answers[i]`` is an option index or a
+    list of them (Charades-MC: several right options; the first listed is the "first answer").
+    Options are encoded as given (apply ``pre_text`` first to match the official datasets); repeated option
+    strings are encoded once.
+
+    Returns ``accuracy`` (= ``first_answer_accuracy``: argmax == the first answer; the official accuracy
+    with one answer per question), ``any_answer_accuracy`` (argmax is any right option), ``map`` (the
+    official Charades-MC mean average precision, ``torchnet`` mAPMeter over the ``[N, K]`` scores, in percent;
+    None when the questions have different option counts), ``options_shared`` (every question has the same
+    option list, i.e. the score columns are classes and ``map`` is a per-class mAP), ``num_items``,
+    ``num_multi_answer``, ``temperature`` and ``chance`` (mean of 1 / options).
+    """
+    from .metrics import multiple_choice_metrics
+
+    if len(options) != len(answers):
+        raise ConfigError("answers", f"{len(answers)} answers for {len(options)} questions")
+    temp = model_temperature(model) if temperature is None else float(temperature)
     vbank = encode_videos(model, videos, batch_size, keep_tokens=False)
-    correct = 0
-    for v, (opts, ans) in enumerate(zip(options, answers)):
-        t = encode_texts(model, list(opts), keep_hidden=False).feats
-        correct += int((t @ vbank.feats[v]).argmax().item() == int(ans))
-    n = len(answers)
-    return {"accuracy": 100.0 * correct / n, "num_items": n,
+    if len(vbank.feats) != len(options):
+        raise ConfigError("videos", f"{len(vbank.feats)} videos for {len(options)} questions")
+    unique: dict[str, int] = {}
+    rows = [[unique.setdefault(o, len(unique)) for o in opts] for opts in options]
+    tfeats = encode_texts(model, list(unique), keep_hidden=False).feats
+    scores = multiple_choice_scores(vbank.feats, tfeats, rows, temp)
+    m = multiple_choice_metrics([s.numpy() for s in scores], answers)
+    n = m.num_items
+    return {"accuracy": m.first_answer_accuracy, "first_answer_accuracy": m.first_answer_accuracy,
+            "any_answer_accuracy": m.any_answer_accuracy, "map": m.map,
+            "options_shared": all(list(o) == list(options[0]) for o in options),
+            "num_items": n, "num_multi_answer": m.num_multi_answer, "temperature": temp,
             "chance": 100.0 * sum(1.0 / len(o) for o in options) / n}

@@ -145,16 +145,22 @@ def zeroshot_from_files(model, annotation: str | Path, video_root: str | Path | 
 
 
 def mc_from_files(model, annotation: str | Path, video_root: str | Path | None = None, *, num: int | None = None,
-                  num_frames: int | None = None) -> dict:
-    """Multiple-choice retrieval on an MSR-VTT-MC / SSv2-MC style JSON."""
+                  num_frames: int | None = None, answer_format: str = "auto",
+                  temperature: float | None = None) -> dict:
+    """Multiple-choice retrieval on an MSR-VTT-MC, SSv2-MC or Charades-MC JSON (``read_multiple_choice``;
+    ``answer_format="multi_hot"`` insists on Charades-MC's one 0/1 entry per option). Options go through
+    ``pre_text`` like the official ``VidTxtRetMC*EvalDataset``; scores are ``softmax(cos / temp)`` per
+    question; results as :func:`~internvideo2.eval.retrieval.evaluate_multiple_choice` (accuracy =
+    first-answer accuracy, ``any_answer_accuracy``, ``map``)."""
     from ..data.annotations import read_multiple_choice
+    from ..data.text import pre_text
     from .retrieval import evaluate_multiple_choice
 
-    recs = read_multiple_choice(annotation, video_root).records
+    recs = read_multiple_choice(annotation, video_root, answer_format=answer_format).records
     n = len(recs) if num is None else min(int(num), len(recs))
     videos = load_videos([r.path for r in recs[:n]], model, num_frames)
-    answers = [r.answer if isinstance(r.answer, int) else r.answer[0] for r in recs[:n]]
-    res = evaluate_multiple_choice(model, videos, [r.options for r in recs[:n]], answers)
+    res = evaluate_multiple_choice(model, videos, [[pre_text(o) for o in r.options] for r in recs[:n]],
+                                   [r.answer for r in recs[:n]], temperature=temperature)
     res.update(annotation=str(annotation))
     return res
 
@@ -169,6 +175,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num", type=int, default=None, help="evaluate the first N items only")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
     parser.add_argument("-o", "--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--tokenizer", default=None,
+                        help="the text tower's tokenizer files when the checkpoint does not name them: a BERT "
+                             "vocab.txt, the CLIP BPE (bpe_simple_vocab_16e6.txt.gz or a vocab.json + merges.txt "
+                             "folder) or the LLaMA tokenizer folder")
+
+
+def load_text_model(args: argparse.Namespace, task: str):
+    """The model of ``--model`` for a task that embeds texts, checked before any video is decoded: it has a
+    text tower and its tokenizer files are there."""
+    from ..checkpoint.loader import load_model
+
+    model = load_model(args.model, text_tokenizer=args.tokenizer)
+    if not getattr(model, "has_text", False):
+        raise ConfigError("model", f"{args.model}: a {getattr(model, 'model_type', '?')} model has no text tower; "
+                                   f"{task} needs a video-text model (stage 2 or CLIP)")
+    model.tokenizer  # noqa: B018  (builds it: missing tokenizer files fail here, naming them)
+    return model
 
 
 def _finish(res: dict, out: str | None) -> int:
@@ -190,9 +213,7 @@ class RetrievalCLI:
 
     @staticmethod
     def run_cli(args) -> int:
-        from ..checkpoint.loader import load_model
-
-        model = load_model(args.model)
+        model = load_text_model(args, "retrieval")
         res = retrieval_from_files(model, args.data, args.videos, num=args.num, captions=args.captions,
                                    k_test=args.k_test, use_itm=not args.no_itm, num_frames=args.frames)
         return _finish(res, args.out)
@@ -207,9 +228,7 @@ class ZeroShotCLI:
 
     @staticmethod
     def run_cli(args) -> int:
-        from ..checkpoint.loader import load_model
-
-        model = load_model(args.model)
+        model = load_text_model(args, "zero-shot classification")
         res = zeroshot_from_files(model, args.data, args.videos, args.classes, num=args.num, mode=args.mode,
                                   num_frames=args.frames)
         return _finish(res, args.out)
@@ -219,10 +238,16 @@ class MultipleChoiceCLI:
     @staticmethod
     def configure_cli(parser):
         _common(parser)
+        parser.add_argument("--answers", dest="answer_format", choices=["auto", "index", "multi_hot"],
+                            default="auto", help="answer layout: an index (list) or Charades-MC's multi-hot list "
+                                                 "(one 0/1 per option); auto decides per row")
+        parser.add_argument("--temperature", type=float, default=None,
+                            help="softmax temperature of the option scores (default: the model's learned temp)")
 
     @staticmethod
     def run_cli(args) -> int:
-        from ..checkpoint.loader import load_model
-
-        return _finish(mc_from_files(load_model(args.model), args.data, args.videos, num=args.num,
-                                     num_frames=args.frames), args.out)
+        if args.temperature is not None and not args.temperature > 0:
+            raise ConfigError("temperature", f"must be > 0, got {args.temperature}")
+        return _finish(mc_from_files(load_text_model(args, "multiple choice"), args.data, args.videos, num=args.num,
+                                     num_frames=args.frames, answer_format=args.answer_format,
+                                     temperature=args.temperature), args.out)

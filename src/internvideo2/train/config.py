@@ -112,8 +112,9 @@ class DataConfig:
     """Training data.
 
     options: free-form dataset description passed to the task (annotation files, frames, synthetic...).
-    num_sample: repeated-augmentation copies per loaded item (official ``--num_sample``); it only enters
-        the linear lr-scaling rule here, the task's dataset produces the copies.
+    num_sample: repeated-augmentation copies per loaded item (official ``--num_sample``); here it enters the
+        linear lr-scaling rule, and a task that supports it (``finetune``) trains on that many independently
+        augmented copies of every loaded video (``global_batch_size`` counts loaded videos).
     shuffle: shuffle the sample order each epoch (a pure function of seed and epoch).
     """
 

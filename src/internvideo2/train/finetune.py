@@ -13,8 +13,15 @@ one box for the whole clip. Checkpoints: ``pretrained_extra`` (official ``--fine
 checkpoint's vision weights over ``model.pretrained``'s; ``k710_head_transfer`` starts the head from the
 first ``num_classes`` rows of a K710 checkpoint's head (official K710 -> K400, P39).
 
+``open_block_num`` (official ``--open_block_num``) also trains the last k blocks when probing.
+
 Data (``data.options``): ``corpus: synth`` (``<split>_cls.csv`` of the synthetic world) or ``annotation``
-(a classification list) + ``video_root``; ``eval_split`` / ``eval_annotation`` for the test views.
+(a classification list) + ``video_root``; ``eval_split`` / ``eval_annotation`` for the test views. Training
+augmentation (spec §6.2, official ``_aug_frame``): ``rand_augment`` (video RandAugment, official ``--aa``) on
+the decoded frames -> the crop/flip of ``augment`` -> normalisation -> ``random_erasing`` (official
+``--reprob``); both off by default, on in ``configs/official``. ``data.num_sample`` (official
+``--num_sample``) > 1 augments every loaded video that many times and trains on all copies (the batch holds
+``batch_size * num_sample`` clips; the lr is scaled by it, see ``optim.lr_scaling``).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.augment import RandomErasing, VideoRandAugment, add_augmentation, parse_rand_augment
 from ..errors import ConfigError
 from .common import (
     DataOptions,
@@ -57,6 +65,9 @@ class FinetuneOptions:
             are loaded over ``model.pretrained``'s.
         k710_head_transfer: initialise the head from the first ``num_classes`` rows of the checkpoint's 710-class
             head (P39: K710's label order starts with the K400 classes).
+        open_block_num: probing (``linear`` / ``attentive``) also trains the last ``open_block_num`` transformer
+            blocks (official ``--open_block_num``; 0 = none). Counted from the model's real depth (the official
+            script assumes 48 blocks for '6B' names and 40 otherwise, P12).
     """
 
     num_classes: int | None = None
@@ -74,22 +85,65 @@ class FinetuneOptions:
     eval_num: int | None = None
     pretrained_extra: str | None = None
     k710_head_transfer: bool = False
+    open_block_num: int = 0
 
     def __post_init__(self):
         for k in ("label_smoothing", "mixup_prob", "mixup_switch_prob"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(k, "must be in [0, 1]")
+        if self.open_block_num < 0:
+            raise ConfigError("open_block_num", f"must be >= 0, got {self.open_block_num}")
+        if self.open_block_num and self.mode == "full":
+            raise ConfigError("open_block_num", "only for mode linear or attentive (full mode trains every block)")
 
 
 @dataclass
 class FinetuneDataOptions(DataOptions):
     """``data.options`` of ``finetune``: ``corpus: synth`` (``<split>_cls.csv`` of the synthetic world) or a
-    classification list in ``annotation`` (+ ``eval_annotation``)."""
+    classification list in ``annotation`` (+ ``eval_annotation``), and the fine-tuning augmentation.
+
+    Attributes (besides :class:`~internvideo2.train.common.DataOptions`'):
+        rand_augment: a timm RandAugment string (official ``--aa``: ``rand-m7-n4-mstd0.5-inc1`` fine-tuning,
+            ``rand-m5-n2-mstd0.25-inc1`` probing; :func:`~internvideo2.data.augment.parse_rand_augment`), applied
+            to the decoded frames with one draw per clip; None = off.
+        rand_augment_interpolation: its geometric ops' resampling (official ``--train_interpolation`` bicubic).
+        random_erasing: probability of RandomErasing on the normalised clip (official ``--reprob`` 0.25); 0 = off.
+        random_erasing_mode / random_erasing_count: official ``--remode`` (``pixel``) / ``--recount`` (1).
+        random_erasing_cube: True (what the official datasets get): one coin and one box for the whole clip,
+            fresh noise per frame; False: a coin and a box per frame (timm's per-image erasing).
+    """
+
+    rand_augment: str | None = None
+    rand_augment_interpolation: Literal["bilinear", "bicubic", "random"] = "bicubic"
+    random_erasing: float = 0.0
+    random_erasing_mode: Literal["const", "rand", "pixel"] = "pixel"
+    random_erasing_count: int = 1
+    random_erasing_cube: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rand_augment is not None:
+            parse_rand_augment(self.rand_augment, "rand_augment")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ConfigError("random_erasing", f"a probability in [0, 1], got {self.random_erasing}")
+        if self.random_erasing_count < 1:
+            raise ConfigError("random_erasing_count", f"must be >= 1, got {self.random_erasing_count}")
 
     def resolved(self, output_dir):
         d = super().resolved(output_dir)
         d.check_annotation()
         return d
+
+
+def build_finetune_transform(d: FinetuneDataOptions, size: int):
+    """Training transform of the official ``_aug_frame`` (spec §6.2): RandAugment on the decoded uint8
+    frames -> the crop/flip of ``d.augment`` -> ImageNet normalisation -> RandomErasing. ``frames uint8
+    [T, H, W, 3], rng -> float32 [T, 3, size, size]``."""
+    ra = (VideoRandAugment(parse_rand_augment(d.rand_augment, "data.options.rand_augment"),
+                           interpolation=d.rand_augment_interpolation) if d.rand_augment else None)
+    erasing = (RandomErasing(d.random_erasing, d.random_erasing_mode, max_count=d.random_erasing_count,
+                             cube=d.random_erasing_cube) if d.random_erasing > 0 else None)
+    return add_augmentation(build_transform(d, size, True), ra, erasing)
 
 
 def mix_batch(x: Tensor, y: Tensor, num_classes: int, o: FinetuneOptions, gen: np.random.Generator
@@ -136,9 +190,11 @@ class FinetuneTask(Task):
         return o, d, vis, inp
 
     def validate(self, cfg) -> None:
-        o, _, _, _ = self.resolve(cfg)
+        o, _, vis, _ = self.resolve(cfg)
         if o.k710_head_transfer and not cfg.model.pretrained:
             raise ConfigError("task.options.k710_head_transfer", "needs model.pretrained (a K710 classifier)")
+        if o.open_block_num > vis.depth:
+            raise ConfigError("task.options.open_block_num", f"{o.open_block_num} blocks, the model has {vis.depth}")
 
     def _num_classes(self, cfg) -> int:
         o, d = self.options(cfg), self.data_options(cfg)
@@ -166,8 +222,14 @@ class FinetuneTask(Task):
             self.extra_report = load_vision_weights(model, o.pretrained_extra, "task.options.pretrained_extra")
         if o.mode != "full":
             trainable = ("fc_norm", "head", "extra_mlp") + (("clip_projector",) if o.mode == "attentive" else ())
+            depth = len(model.blocks)
+            if o.open_block_num > depth:
+                raise ConfigError("task.options.open_block_num", f"{o.open_block_num} blocks, the model has {depth}")
+            first_open = depth - o.open_block_num  # official: blocks depth-k .. depth-1 stay trainable
             for name, p in model.named_parameters():
-                p.requires_grad_(name.split(".")[0] in trainable)
+                parts = name.split(".")
+                open_block = parts[0] == "blocks" and int(parts[1]) >= first_open
+                p.requires_grad_(parts[0] in trainable or open_block)
         return model
 
     def _dataset(self, cfg, train: bool):
@@ -183,17 +245,26 @@ class FinetuneTask(Task):
             video_root = d.video_root
             if ann is None:
                 return None
+        # evaluation reads whole videos (ds.whole_video) and applies the multi-view test itself
+        transform = build_finetune_transform(d, inp.img_size) if train else build_transform(d, inp.img_size, False)
+        if train:
+            log.info("training transform: %r, num_sample %d", transform, cfg.data.num_sample)
         return VideoClassificationDataset(ann, video_root, num_frames=inp.data_frames, sample=d.sample_type,
-                                          transform=build_transform(d, inp.img_size, True), seed=cfg.train.seed,
-                                          cache=bool(d.cache))
+                                          transform=transform, seed=cfg.train.seed, cache=bool(d.cache),
+                                          num_sample=cfg.data.num_sample if train else 1)
+
+    #: repeated-augmentation copies per loaded video (``data.num_sample``), set by build_train_dataset
+    num_sample: int = 1
 
     def build_train_dataset(self, cfg):
+        self.num_sample = int(cfg.data.num_sample)
         return self._dataset(cfg, train=True)
 
     def collate(self, samples):
-        from ..data.datasets import collate_skip_bad
+        """Drop bad samples; with ``data.num_sample`` > 1 flatten the copies into ``B * num_sample`` clips."""
+        from ..data.datasets import collate_skip_bad, flatten_repeated
 
-        return collate_skip_bad(samples)
+        return flatten_repeated(collate_skip_bad(samples), self.num_sample)
 
     def training_step(self, model, batch, ctx: StepContext) -> dict[str, Tensor]:
         o = self.options(ctx.cfg)

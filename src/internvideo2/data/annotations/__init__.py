@@ -24,7 +24,8 @@ read_classification       ``path,label`` CSV or ``path label`` (Kinetics style) 
                           ``{"video", "label"}`` also accepted
 read_videomae_multi       stage-1 ``source path total_time start_time end_time target`` lines
 read_multiple_choice      ``{"video", "caption": [options], "answer"}`` (MSRVTT-MC) or
-                          ``{"video", "option": [...], "answer": int | multi-hot list}`` (SSv2/Charades-MC)
+                          ``{"video", "option": [...], "answer": int | multi-hot list}`` (SSv2/Charades-MC);
+                          ``parse_mc_answer`` is its answer rule
 read_instruction          VideoChat2 ``{"video"|"image", "QA": [{"i", "q", "a"}], "start"?, "end"?}``
 read_jsonl / read_csv     generic: list of dicts, with required fields checked
 ========================  ==========================================================================
@@ -33,6 +34,7 @@ Modules: :mod:`.records` (what readers return), :mod:`.rows` (the one reader ske
 collector, field checks), :mod:`.readers` (the formats).
 """
 from .readers import (
+    parse_mc_answer,
     read_classification,
     read_csv,
     read_image_text,
@@ -65,6 +67,7 @@ __all__ = [
     "RetrievalAnnotations",
     "VideoMAEMultiRecord",
     "VideoTextRecord",
+    "parse_mc_answer",
     "read_classification",
     "read_csv",
     "read_image_text",

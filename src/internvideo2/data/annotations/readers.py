@@ -358,18 +358,92 @@ def read_videomae_multi(
 # ---------------------------------------------------------------------------------------------------------
 # QA
 # ---------------------------------------------------------------------------------------------------------
+AnswerFormat = Literal["auto", "index", "multi_hot"]
+
+
+def _integral(a: Any) -> bool:
+    """An int, or a float with an integral value (JSON writers emit ``1.0``); never a bool."""
+    return (isinstance(a, int) and not isinstance(a, bool)) or (isinstance(a, float) and a.is_integer())
+
+
+def _multi_hot(ans: list, n: int) -> list[int]:
+    """The indices of the ones of a multi-hot answer (one 0/1 entry per option, at least one 1)."""
+    if len(ans) != n:
+        raise RowProblem(f"field 'answer': a multi-hot answer needs one 0/1 entry per option ({n}), got "
+                         f"{len(ans)} entries")
+    bad = next((k for k, a in enumerate(ans) if not _integral(a) or a not in (0, 1)), None)
+    if bad is not None:
+        raise RowProblem(f"field 'answer': multi-hot entry {bad} is {ans[bad]!r}, not 0 or 1")
+    ones = [k for k, a in enumerate(ans) if a == 1]
+    if not ones:
+        raise RowProblem("field 'answer': the multi-hot answer marks no option as correct (all zeros)")
+    return ones
+
+
+def _index_list(ans: list, n: int) -> list[int]:
+    """Distinct option indices, in the order listed (the first one is the "first answer")."""
+    bad = next((k for k, a in enumerate(ans) if not _integral(a) or not 0 <= a < n), None)
+    if bad is not None:
+        raise RowProblem(f"field 'answer': entry {bad} ({ans[bad]!r}) is not an option index in [0, {n})")
+    idx = [int(a) for a in ans]
+    if len(set(idx)) != len(idx):
+        hint = (f"; a multi-hot answer needs exactly one 0/1 entry per option ({n}), this one has {len(ans)}"
+                if set(idx) <= {0, 1} else "")
+        raise RowProblem(f"field 'answer': repeated option indices {ans!r:.80}{hint}")
+    return idx
+
+
+def parse_mc_answer(ans: Any, num_options: int, answer_format: AnswerFormat = "auto") -> int | list[int]:
+    """One multiple-choice ``answer`` field -> an option index, or a list of indices (several right options).
+
+    - ``int`` (or an integer string): one index in ``[0, num_options)`` (MSR-VTT-MC, SSv2-MC).
+    - a list with one 0/1 entry per option: **multi-hot** (official Charades-MC, 157 options; the official
+      ``VidTxtRetMCNewEvalDataset`` turns it into the ``torchnet`` mAP target as it is). Returned as the
+      indices of its ones, in increasing order. All zeros is malformed (no correct option).
+    - any other list: distinct option indices, in the order listed.
+
+    ``answer_format`` = ``"multi_hot"`` or ``"index"`` accepts only that layout (``"auto"``: decided per row as
+    above; a list of ``num_options`` zeros and ones is always multi-hot there). A malformed answer raises
+    :class:`RowProblem` (the reader turns it into an :class:`AnnotationError` naming file and row).
+    """
+    if answer_format not in ("auto", "index", "multi_hot"):
+        raise ConfigError("answer_format", f"must be 'auto', 'index' or 'multi_hot', got {answer_format!r}")
+    if isinstance(ans, bool):
+        raise RowProblem(f"field 'answer' must be an index or a list, got {ans!r}")
+    if isinstance(ans, int) or (isinstance(ans, str) and is_int(ans)):
+        if answer_format == "multi_hot":
+            raise RowProblem(f"field 'answer' must be a multi-hot list of {num_options} entries, got {ans!r}")
+        answer = int(ans)
+        if not 0 <= answer < num_options:
+            raise RowProblem(f"field 'answer': index {answer} out of range for {num_options} options")
+        return answer
+    if not isinstance(ans, list) or not ans:
+        raise RowProblem(f"field 'answer' must be an index or a non-empty list, got {ans!r:.80}")
+    if answer_format == "multi_hot":
+        return _multi_hot(ans, num_options)
+    if answer_format == "auto" and len(ans) == num_options and all(_integral(a) and a in (0, 1) for a in ans):
+        return _multi_hot(ans, num_options)
+    return _index_list(ans, num_options)
+
+
 def read_multiple_choice(
     path: str | os.PathLike,
     data_root: str | os.PathLike | None = None,
     *,
     media_key: str = "video",
+    answer_format: AnswerFormat = "auto",
     on_bad: OnBad = "raise",
 ) -> Annotations[MultipleChoiceRecord]:
     """Multiple-choice JSON: MSRVTT-MC ``{"video", "caption": [5 options], "answer": int}`` or
-    SSv2/Charades-MC
-    ``{"video", "option": [...], "answer": int | [int] | multi-hot [0/1 per option]}``."""
+    SSv2/Charades-MC ``{"video", "option": [...], "answer": int | multi-hot [0/1 per option] | [int]}``.
+
+    The answer is parsed by :func:`parse_mc_answer` (``answer_format`` picks the layout; Charades-MC is
+    ``"multi_hot"``). Options are kept raw (the evaluation applies ``pre_text`` as the official datasets do).
+    """
     path = Path(path)
     root = root_of(path, data_root)
+    if answer_format not in ("auto", "index", "multi_hot"):
+        raise ConfigError("answer_format", f"must be 'auto', 'index' or 'multi_hot', got {answer_format!r}")
 
     def parse(row: Any) -> MultipleChoiceRecord:
         row = check_dict(row)
@@ -380,24 +454,7 @@ def read_multiple_choice(
             raise RowProblem(f"field {key!r} must be a list of at least 2 option strings, got {opts!r:.80}")
         if "answer" not in row:
             raise RowProblem("field 'answer' missing")
-        ans = row["answer"]
-        answer: int | list[int]
-        if isinstance(ans, bool):
-            raise RowProblem(f"field 'answer' must be an index, got {ans!r}")
-        if isinstance(ans, int) or (isinstance(ans, str) and is_int(ans)):
-            answer = int(ans)
-            if not 0 <= answer < len(opts):
-                raise RowProblem(f"field 'answer': index {answer} out of range for {len(opts)} options")
-        elif isinstance(ans, list) and ans and all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                                                   for a in ans):
-            if len(ans) == len(opts) and set(ans) <= {0, 1} and len(opts) > 1 and any(ans):
-                answer = [k for k, a in enumerate(ans) if a]  # multi-hot
-            else:
-                if any(not (0 <= a < len(opts)) or a != int(a) for a in ans):  # NaN fails the range test
-                    raise RowProblem(f"field 'answer': indices {ans!r:.80} out of range for {len(opts)} options")
-                answer = [int(a) for a in ans]
-        else:
-            raise RowProblem(f"field 'answer' must be an index or a list, got {ans!r:.80}")
+        answer = parse_mc_answer(row["answer"], len(opts), answer_format)
         start, end = time_range(row)
         return MultipleChoiceRecord(
             resolve_path(root, media), list(opts), answer, start, end,

@@ -68,8 +68,9 @@ class VideoMAEMultiRecord:
 
 @dataclass
 class MultipleChoiceRecord:
-    """A multiple-choice item: raw ``options``; ``answer`` an index, or a list of indices when several
-    options are right (a Charades-MC multi-hot list is turned into the indices of its ones)."""
+    """A multiple-choice item: raw ``options``; ``answer`` an index, or a list of distinct indices when
+    several options are right (a Charades-MC multi-hot list becomes the indices of its ones, increasing; an
+    index list keeps its order). ``answer[0]`` is the "first answer" of first-answer accuracy."""
 
     path: str
     options: list[str]
