@@ -479,3 +479,31 @@ def test_eval_refuses_a_model_without_text_before_decoding(tmp_path):
 def classifier_sd_real():
     torch.manual_seed(0)
     return build_model("classifier", ClassifierConfig(vision=vision_config("tiny"), num_classes=3)).state_dict()
+
+
+def test_clip_small_parts_convert_then_embed_and_eval(tmp_path, world):
+    """The CPU user's path for a distilled CLIP model: convert its three files once (our format records the
+    tokenizer and where the parts came from), then `embed` and `eval retrieval` the folder."""
+    import subprocess
+    import sys
+
+    import internvideo2.embed
+    from internvideo2.cli import main
+
+    ref = tiny_clip_small()
+    paths = clip_parts(ref, tmp_path)
+    assert main(["convert", str(paths["clip"]), "--vision", str(paths["vision"]), "--text", str(paths["text"]),
+                 "-o", str(tmp_path / "clip_dir")]) == 0
+    meta = json.loads((tmp_path / "clip_dir" / "config.json").read_text())
+    assert set(meta["extra"]["converted_from"]) == {"file", "vision", "text"}
+    model = load_model(tmp_path / "clip_dir", text_tokenizer=tiny_bpe(tmp_path))
+    x = torch.randn(1, 3, 4, 56, 56)
+    torch.testing.assert_close(model.forward_video(x).embeds, ref.forward_video(x).embeds, rtol=0, atol=0)
+    proc = subprocess.run([sys.executable, "-m", "internvideo2.cli", "embed", str(world / "videos" / "train"),
+                           "--model", str(tmp_path / "clip_dir"), "-o", str(tmp_path / "feats")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert internvideo2.embed.load(tmp_path / "feats").embeddings.shape == (6, 32)  # vision_align's space
+    res = run_cli("eval", "retrieval", "--model", tmp_path / "clip_dir", "--data", world / "train.json", "--videos",
+                  world, "--tokenizer", tiny_bpe(tmp_path))
+    assert res["num_videos"] == 6
