@@ -31,6 +31,7 @@ def _configs() -> dict[str, object]:
     """A tiny config of every registered model type."""
     from internvideo2.models.clip import CLIPConfig
     from internvideo2.models.stage2 import Stage2Config
+    from internvideo2.models.stage2_av import Stage2AVConfig, beats_config
     from internvideo2.models.teachers import ImageTextTeacherConfig, VideoMAETeacherConfig
 
     frame = vision_config("internvl-c-6b", embed_dim=48, depth=2, num_heads=4, img_size=28, clip_embed_dim=32,
@@ -43,6 +44,10 @@ def _configs() -> dict[str, object]:
         "teacher": TeacherConfig(vision=VIS, kind="internvideo2", return_layer=1),
         "stage2": Stage2Config(vision=PretrainConfig(vision=VIS, clip_teacher_embed_dim=32, clip_teacher_final_dim=0),
                                text=TEXT, embed_dim=24, max_txt_len=12),
+        "stage2_av": Stage2AVConfig(vision=PretrainConfig(vision=VIS, clip_teacher_embed_dim=32,
+                                                          clip_teacher_final_dim=0),
+                                    text=BertConfig(**{**TEXT.__dict__, "encoder_width": 40}),
+                                    audio=beats_config("beats_tiny"), embed_dim=24, av_concat_dim=40, max_txt_len=12),
         "clip": CLIPConfig(vision=VIS, text=TEXT, embed_dim=64, max_txt_len=12),
         "image_text_teacher": ImageTextTeacherConfig(
             vision=TeacherConfig(vision=frame, kind="internvl_clip", return_layer=1),

@@ -1,16 +1,18 @@
 """Parity with the official code: every fixture folder under the fixture root (``../shared/fixtures/
-official`` or ``$INTERNVIDEO2_FIXTURES``) is loaded through the public loader and must reproduce
-EVERY stored output within the manifest's per-output tolerances. Further fixture sets in the same
-format dropped into that root are picked up and must pass too.
+official`` or ``$INTERNVIDEO2_FIXTURES``) and under ``../shared/fixtures/next`` (``$INTERNVIDEO2_NEXT_FIXTURES``:
+fixtures of models that landed after the first set, e.g. the audio-visual stage 2) is loaded through the public
+loader and must reproduce EVERY stored output within the manifest's per-output tolerances. Further fixture sets
+in the same format dropped into those roots are picked up and must pass too.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, fixture_dirs
+from conftest import FIXTURES, SHARED, fixture_dirs
 
 import internvideo2
 from internvideo2.checkpoint import load_model
@@ -128,6 +130,65 @@ def run_stage2_full(d, man, inp):
     return out
 
 
+def run_stage2_av(d, man, inp):
+    """The audio-visual stage 2: every dimension from the manifest's official kwargs (config, BERT JSON, the
+    BEATs file's cfg); memories for ITM / ATM / AVTM are the av_concat projections, audio first for AVTM."""
+    import torch.nn.functional as F
+
+    from internvideo2.objectives.losses import get_sim, vtc_loss
+
+    kwargs = {"config": man["constructor_kwargs"]["config"], "bert_config": man["bert_config"],
+              "audio_encoder_cfg": man["audio_encoder_cfg"]}
+    model = load_model(d / "checkpoint.pth", official_class=man["official_class"], official_kwargs=kwargs)
+    cap = Capture()
+    cap.input_of(model.av_concat_vision_proj, "vision_tokens_backbone")  # the first call: the video
+    video = inp["video"].permute(0, 2, 1, 3, 4)  # the official stage-2 input is [B, T, 3, H, W]
+    image = inp["image"].permute(0, 2, 1, 3, 4)
+    ids, att, idx = inp["input_ids"], inp["attention_mask"], inp["idx"]
+    with torch.no_grad():
+        ve = model.forward_video(video)
+        vt = model.fusion_memory(ve.tokens)
+        cap.close()
+        ie = model.forward_video(image)
+        ae = model.forward_audio(inp["audio"])
+        at = model.audio_memory(ae.tokens)
+        te = model.forward_text(ids, att)
+        v, i, a, t = (model.vision_proj(ve.pooled), model.vision_proj(ie.pooled), model.audio_proj(ae.pooled),
+                      model.text_proj(te.pooled))
+        av = model.fuse(a, v)
+        B, N = vt.shape[0], ids.shape[0]
+        bert = model.text_encoder.bert
+
+        def fused(memory):
+            return torch.stack([bert(encoder_embeds=te.hidden, attention_mask=att,
+                                     encoder_hidden_states=memory[k:k + 1].expand(N, -1, -1), mode="fusion")[:, 0]
+                                for k in range(B)])
+
+        itm, atm, avtm = fused(vt), fused(at), fused(torch.cat([at, vt], dim=1))
+        out = dict(cap.out, vision_tokens=vt, vision_pooled=ve.pooled, vision_proj=v,
+                   vision_proj_normalized=F.normalize(v, dim=-1), image_tokens=model.fusion_memory(ie.tokens),
+                   image_pooled=ie.pooled, image_proj=i, audio_features=ae.tokens, audio_tokens=at,
+                   audio_pooled=ae.pooled, audio_proj=a, audio_proj_normalized=F.normalize(a, dim=-1), av_fused=av,
+                   av_fused_normalized=F.normalize(av, dim=-1), text_tokens=te.hidden, text_cls=te.pooled,
+                   text_proj=t, text_proj_normalized=F.normalize(t, dim=-1),
+                   sim_v2t=get_sim(v, t, model.temp)[0], sim_a2t=get_sim(a, t, model.temp)[0],
+                   sim_a2v=get_sim(a, v, model.temp)[0], sim_av2t=get_sim(av, t, model.temp)[0],
+                   itm_fused_cls=itm, itm_logits=model.itm_head(itm), atm_fused_cls=atm,
+                   atm_logits=model.atm_head(atm), avtm_fused_cls=avtm, avtm_logits=model.avtm_head(avtm),
+                   vtc_loss=vtc_loss(v, t, idx, model.temp), atc_loss=vtc_loss(a, t, idx, model.temp),
+                   avc_loss=vtc_loss(a, v, idx, model.temp), avtc_loss=vtc_loss(av, t, idx, model.temp))
+        # the model's own matching paths and embeddings agree with the explicit ones
+        rep = lambda x, k: x[k:k + 1].expand(N, *x.shape[1:])
+        torch.testing.assert_close(model.itm_logits(rep(ve.tokens, 1), te.hidden, att), out["itm_logits"][1])
+        torch.testing.assert_close(model.atm_logits(rep(ae.tokens, 2), te.hidden, att), out["atm_logits"][2])
+        torch.testing.assert_close(model.avtm_logits(rep(ae.tokens, 0), rep(ve.tokens, 0), te.hidden, att),
+                                   out["avtm_logits"][0])
+        torch.testing.assert_close(model.av_embeds(ae, ve), F.normalize(av, dim=-1))
+        torch.testing.assert_close(ae.embeds, F.normalize(a, dim=-1))
+        torch.testing.assert_close(ve.embeds, F.normalize(v, dim=-1))
+    return out
+
+
 def run_beats(d, man, inp):
     from internvideo2.checkpoint.beats import load_beats_checkpoint
     from internvideo2.data.audio import beats_fbank
@@ -150,6 +211,7 @@ RUNNERS = {
     "multi_modality/models/backbones/internvideo2/internvideo2_clip_vision.py :: InternVideo2": run_clip_vision,
     "multi_modality/models/internvideo2_stage2_visual.py :: InternVideo2_Stage2_visual": run_stage2_full,
     "multi_modality/models/backbones/beats/BEATs.py :: BEATs": run_beats,
+    "multi_modality/models/internvideo2_stage2_audiovisual.py :: InternVideo2_Stage2_audiovisual": run_stage2_av,
 }
 def _runner(official_class: str):
     if official_class not in RUNNERS:
@@ -158,11 +220,11 @@ def _runner(official_class: str):
 
 
 DIRS = fixture_dirs()
+NEXT = Path(os.environ.get("INTERNVIDEO2_NEXT_FIXTURES", SHARED / "fixtures" / "next"))
+NEXT_DIRS = sorted(p for p in NEXT.iterdir() if (p / "manifest.json").is_file()) if NEXT.is_dir() else []
 
 
-@pytest.mark.skipif(not DIRS, reason=f"no parity fixtures at {FIXTURES} (they live outside the repository)")
-@pytest.mark.parametrize("fixture", DIRS, ids=[d.name for d in DIRS])
-def test_fixture(fixture: Path):
+def check_fixture(fixture: Path) -> None:
     from safetensors.torch import load_file
 
     man = json.loads((fixture / "manifest.json").read_text())
@@ -177,6 +239,18 @@ def test_fixture(fixture: Path):
         t = tol.get(name, man["tolerances"]["recommended"])
         torch.testing.assert_close(got[name].to(exp.dtype), exp, rtol=t["rtol"], atol=t["atol"],
                                    msg=lambda m, n=name: f"{fixture.name}/{n}: {m}")
+
+
+@pytest.mark.skipif(not DIRS, reason=f"no parity fixtures at {FIXTURES} (they live outside the repository)")
+@pytest.mark.parametrize("fixture", DIRS, ids=[d.name for d in DIRS])
+def test_fixture(fixture: Path):
+    check_fixture(fixture)
+
+
+@pytest.mark.skipif(not NEXT_DIRS, reason=f"no parity fixtures at {NEXT} (they live outside the repository)")
+@pytest.mark.parametrize("fixture", NEXT_DIRS, ids=[d.name for d in NEXT_DIRS])
+def test_next_fixture(fixture: Path):
+    check_fixture(fixture)
 
 
 def test_fixture_runner_covers_known_classes():

@@ -65,22 +65,22 @@ def stage2_sd(preset: str = "internvideo2-1b"):
     return meta_state_dict("stage2", Stage2Config(vision=vis, text=text, embed_dim=512))
 
 
-def stage2_av_sd():
-    """The released 6B stage-2 layout (spec §4.2): the visual model's keys with a 768-wide fusion memory,
-    plus the audio-visual modules (a few representative BEATs keys stand for the encoder)."""
+def stage2_av_cfg():
+    """The released 6B stage-2 configuration (spec §4.2): InternVideo2-6B (4 frames, 6 CLIP decoders, no image
+    tables), contra_dim 768, av_concat_dim 768, bert-large cross-attending to 768-wide memories, the released BEATs
+    (iter3: patch 16, 512 -> 768, 12 layers, 12 heads), loss weights avtc/avtm/avmlm 1 and atc/avc/atm/amlm 0."""
+    from internvideo2.models.stage2_av import Stage2AVConfig, beats_config
+
     vis = PretrainConfig(vision=vision_config("internvideo2-6b", num_frames=4), clip_teacher_embed_dim=3200,
                          clip_teacher_final_dim=768, clip_return_layer=6)
-    with torch.device("meta"):
-        sd = {"vision_encoder." + k: v for k, v in build_model("pretrain", vis).state_dict().items()}
-        e = torch.empty
-        sd.update({"av_concat_vision_proj.0.weight": e(768, 3200), "av_concat_vision_proj.1.weight": e(768),
-                   "audio_encoder.patch_embedding.weight": e(512, 1, 16, 16), "audio_proj.weight": e(768, 768),
-                   "av_concat_audio_proj.0.weight": e(768, 768), "av_fusion.weight": e(768, 1536),
-                   "text_encoder.bert.embeddings.word_embeddings.weight": e(30522, 1024),
-                   "vision_proj.weight": e(768, 768),
-                   "text_proj.weight": e(768, 1024), "itm_head.weight": e(2, 1024), "atm_head.weight": e(2, 1024),
-                   "avtm_head.weight": e(2, 1024), "temp": e(())})
-    return sd
+    return Stage2AVConfig(vision=vis, text=bert_config("bert_large", encoder_width=768), embed_dim=768,
+                          av_concat_dim=768, audio=beats_config("beats_iter3"), loss_atc=0.0, loss_avc=0.0,
+                          loss_atm=0.0, loss_amlm=0.0, loss_avtc=1.0, loss_avtm=1.0, loss_avmlm=1.0)
+
+
+def stage2_av_sd():
+    """The released 6B stage-2 layout, built by the audio-visual model on the meta device."""
+    return meta_state_dict("stage2_av", stage2_av_cfg())
 
 
 def chat_sd():
@@ -106,7 +106,7 @@ CASES = [
     ("dist-b14", lambda: distill_sd("internvideo2-b14"), "distill", "pretrain", "internvideo2-b14", 8, 102.25),
     ("dist-l14", lambda: distill_sd("internvideo2-l14"), "distill", "pretrain", "internvideo2-l14", 8, 327.18),
     ("stage2-1b", stage2_sd, "stage2", "stage2", "internvideo2-1b", 4, None),
-    ("stage2-6b", stage2_av_sd, "stage2_av", None, "internvideo2-6b", 4, None),
+    ("stage2-6b", stage2_av_sd, "stage2_av", "stage2_av", "internvideo2-6b", 4, None),
     ("chat-8b", chat_sd, "chat", None, "internvideo2-1b", 8, None),
 ]
 FT = [(r.tag, r.preset, r.num_classes, r.frames) for r in RELEASED if r.kind == "classifier"] + [
@@ -149,6 +149,32 @@ def test_stage2_1b_shapes_match_the_spec():
             cfg.text.encoder_width, cfg.embed_dim) == (24, 1024, 16, 19, 1408, 512)
     assert cfg.vision.sep_image_video_pos_embed and cfg.vision.clip_return_layer == 6
     assert not cfg.add_sep and cfg.text_pool == "cls"
+
+
+def test_stage2_6b_shapes_match_the_spec():
+    """The released audio-visual 6B layout resolves to the audio-visual model with every size read back."""
+    sd = stage2_av_sd()
+    assert n_params(sd, "vision_encoder.") == 6003.83  # spec §2.8: the stage-2 6B vision encoder
+    assert {k.split(".")[0] for k in sd} == {
+        "vision_encoder", "text_encoder", "vision_proj", "text_proj", "temp", "itm_head", "av_concat_vision_proj",
+        "audio_encoder", "audio_proj", "av_concat_audio_proj", "av_fusion", "avtm_head"}  # spec §8: no atm_head
+    assert "vision_encoder.img_pos_embed" not in sd and sd["av_fusion.weight"].shape == (768, 1536)
+    det = detect_checkpoint(sd)
+    assert det.config == stage2_av_cfg()  # every size, and the released weights, from names and shapes
+    assert det.summary["audio"] == "BEATs 12x768" and det.summary["heads"] == ["itm_head", "avtm_head"]
+    with torch.device("meta"):
+        model = build_model("stage2_av", det.config)
+    # parameters() counts the tied MLM decoder and the shared BEATs bias table once
+    count = lambda m: round(sum(p.numel() for p in m.parameters()) / 1e6, 2)
+    # spec §3.1 measures bert-large at encoder_width 1408 (360.11 M): 5 fusion layers x (key, value) read 640
+    # fewer columns at 768
+    assert count(model.text_encoder) == round(360.11 - 5 * 2 * 1024 * 640 / 1e6, 2) == 353.56
+    assert len([k for k in sd if k.startswith("text_encoder.")]) == 447
+    assert count(model.audio_encoder) == 90.31 and count(model) == 6453.90
+    cfg = det.config
+    assert (cfg.text.encoder_width, cfg.text.fusion_layer, cfg.embed_dim, cfg.av_concat_dim) == (768, 19, 768, 768)
+    narrowed = detect_checkpoint(sd, vision_only=True)
+    assert narrowed.model_type == "pretrain" and "audio_encoder.*" in narrowed.drop
 
 
 def test_chat_vision_only_loads_the_tower_layout():
@@ -224,9 +250,54 @@ def test_retrieval_mode_stage2_file_has_no_mlm_head(tmp_path):
     torch.testing.assert_close(model.encode_texts(["a cube"]).embeds, ref.encode_texts(["a cube"]).embeds)
 
 
-def test_audio_visual_stage2_names_its_class():
-    with pytest.raises(CheckpointError, match="InternVideo2_Stage2_audiovisual.*vision_only=True"):
-        load_model(stage2_av_sd())
+def tiny_stage2_av():
+    """An audio-visual stage-2 model with released key names at test scale (64-wide BERT heads, the released
+    BEATs settings that shapes cannot tell, the released loss weights: no atm_head)."""
+    from internvideo2.models.stage2_av import Stage2AVConfig, beats_config
+
+    torch.manual_seed(0)
+    bert = BertConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=1, intermediate_size=128,
+                      fusion_layer=2, encoder_width=48, max_position_embeddings=64)
+    cfg = Stage2AVConfig.from_vision(vision_config("tiny"), text=bert, audio=beats_config("beats_tiny"),
+                                     av_concat_dim=48, embed_dim=32)
+    model = build_model("stage2_av", cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def test_audio_visual_stage2_file_round_trips_through_detection(tmp_path):
+    """state dict in the released layout -> detect -> load strictly -> the same outputs (video, text, audio,
+    video ITM through av_concat_vision_proj, AVTM, the fused audio-video embedding)."""
+    ref = tiny_stage2_av()
+    torch.save({"module": ref.state_dict()}, tmp_path / "stage2_av.pt")
+    det = detect_checkpoint(ref.state_dict())
+    assert (det.kind, det.model_type) == ("stage2_av", "stage2_av") and det.config == ref.config
+    model = load_model(tmp_path / "stage2_av.pt")
+    assert model.model_type == "stage2_av" and model.has_audio and not model.load_report.dropped
+    x, fbank = torch.randn(2, 3, 4, 56, 56), torch.randn(2, 160, 64)
+    texts = ["a dog barks at a red ball", "rain falls on a tin roof"]
+    with torch.no_grad():
+        pairs = [(model.forward_video(x), ref.forward_video(x)), (model.encode_audio(fbank), ref.encode_audio(fbank)),
+                 (model.encode_texts(texts), ref.encode_texts(texts))]
+        for a, b in pairs:
+            torch.testing.assert_close(a.embeds, b.embeds, rtol=0, atol=0)
+        v, au, t = model.forward_video(x), model.forward_audio(fbank), model.encode_texts(texts)
+        for name in ("itm_logits", "avtm_logits"):
+            args = (v.tokens,) if name == "itm_logits" else (au.tokens, v.tokens)
+            torch.testing.assert_close(getattr(model, name)(*args, t.hidden, t.attention_mask),
+                                       getattr(ref, name)(*args, t.hidden, t.attention_mask), rtol=0, atol=0)
+        torch.testing.assert_close(model.av_embeds(au, v), ref.av_embeds(au, v), rtol=0, atol=0)
+    vis = load_model(tmp_path / "stage2_av.pt", vision_only=True)
+    assert vis.model_type == "pretrain" and "audio_encoder.patch_embedding.weight" in vis.load_report.dropped
+    torch.testing.assert_close(vis.forward_video(x).pooled, ref.forward_video(x).pooled, rtol=0, atol=0)
+
+
+def test_audio_visual_layout_errors_name_the_parts():
+    sd = {k: v for k, v in tiny_stage2_av().state_dict().items() if not k.startswith("audio_proj.")}
+    with pytest.raises(CheckpointError, match="audio_proj"):
+        detect_checkpoint(sd)
 
 
 def test_registry_load_checks_the_file(tmp_path):

@@ -15,7 +15,7 @@ kind                official class                                          our 
 ``distill``         ``DistInternVideo2``                                    ``pretrain`` (no MAE branch)
 ``stage2``          ``InternVideo2_Stage2_visual``                          ``stage2`` (vision + BERT + ITM)
 ``stage2_vision``   stage-2 ``PretrainInternVideo2`` alone                  ``pretrain``
-``stage2_av``       ``InternVideo2_Stage2_audiovisual`` (the released 6B)   not built yet: ``vision_only=True``
+``stage2_av``       ``InternVideo2_Stage2_audiovisual`` (the released 6B)   ``stage2_av`` (+ BEATs, fusion heads)
 ``clip``            ``InternVideo2_CLIP`` / ``InternVideo2_CLIP_small``     ``clip`` (LLaMA / MobileCLIP tower)
 ``clip_overlay``    the trained part of a CLIP model alone                  needs its parts (see ``zoo``)
 ``clip_vision``     ``internvideo2_clip_vision.py :: InternVideo2``         ``vision``
@@ -264,14 +264,11 @@ def detect_checkpoint(sd: Mapping[str, torch.Tensor], *, img_size: int | None = 
                                         "chat model yet. load_model(..., vision_only=True) loads its vision tower "
                                         f"({det_vis.depth} blocks, no attention pool)")
         if has("audio_encoder.") or has("av_concat_vision_proj.") or has("av_fusion."):
-            pre = _pretrain(sd, V, vis, with_mae=False)
             if vision_only:
+                pre = _pretrain(sd, V, vis, with_mae=False)
                 return Detected("stage2_av", CLASS_NAMES["stage2_av"], "pretrain", pre, V, _others(keys, V),
                                 summary=_summary(vis, preset, vision_only=True))
-            return Detected("stage2_av", CLASS_NAMES["stage2_av"], None, pre, summary=_summary(vis, preset),
-                            unsupported=f"{source} is an audio-visual stage-2 file ({CLASS_NAMES['stage2_av']}, the "
-                                        "class of the released 6B stage-2 model); the package does not build that "
-                                        "model yet. load_model(..., vision_only=True) loads its vision encoder")
+            return _stage2_av(sd, vis, preset, source)
         if has("text_encoder."):
             if vision_only:
                 narrowed = _pretrain(sd, V, vis, with_mae=False) if has(V + "clip_decoder.") else vis
@@ -306,30 +303,113 @@ def detect_checkpoint(sd: Mapping[str, torch.Tensor], *, img_size: int | None = 
     return Detected("vision", CLASS_NAMES["vision"], "vision", vis, summary=_summary(vis, preset))
 
 
+def _bert_layout(sd: Mapping[str, torch.Tensor]) -> tuple[str, KeyMap | None, dict[str, str]]:
+    """``(BERT key prefix, key map, allowed missing)`` of a stage-2 file's text tower: the pretrain layout
+    (``text_encoder.bert.*`` + ``text_encoder.cls.*``) or the official retrieval ('ret') layout, which saves
+    ``BertModel`` without ``bert.`` and without the MLM head."""
+    if any(k.startswith("text_encoder.bert.") for k in sd):
+        return "text_encoder.bert.", None, {}
+    key_map = lambda s: {("text_encoder.bert." + k[13:] if k.startswith("text_encoder.") else k): v
+                         for k, v in s.items()}
+    return "text_encoder.", key_map, {
+        "text_encoder.cls.*": "a retrieval-mode stage-2 file has no MLM head (only MLM training uses it)"}
+
+
 def _stage2(sd: Mapping[str, torch.Tensor], vis: VisionConfig, preset: str, source: str) -> Detected:
     from ..models.stage2 import Stage2Config
 
     V = "vision_encoder."
-    keys = list(sd)
     pre = _pretrain(sd, V, vis, with_mae=False)
-    retrieval_layout = not any(k.startswith("text_encoder.bert.") for k in keys)
-    bert_prefix = "text_encoder." if retrieval_layout else "text_encoder.bert."
+    bert_prefix, key_map, allow = _bert_layout(sd)
     bert = bert_config_from_keys(sd, bert_prefix, vis.embed_dim)
     for name in ("vision_proj.weight", "text_proj.weight", "itm_head.weight", "temp"):
         if name not in sd:
             raise CheckpointError(f"{source}: a stage-2 file without {name}")
     cfg = Stage2Config(vision=pre, text=bert, embed_dim=sd["vision_proj.weight"].shape[0], text_pool="cls",
                        add_sep=False, vocab="default")
-    key_map = allow = None
-    if retrieval_layout:
-        # the official retrieval ('ret') mode saves BertModel without the MLM head
-        key_map = lambda s: {("text_encoder.bert." + k[13:] if k.startswith("text_encoder.") else k): v
-                             for k, v in s.items()}
-        allow = {"text_encoder.cls.*": "a retrieval-mode stage-2 file has no MLM head (only MLM training uses it)"}
-    return Detected("stage2", CLASS_NAMES["stage2"], "stage2", cfg, key_map=key_map, allow_missing=allow or {},
+    return Detected("stage2", CLASS_NAMES["stage2"], "stage2", cfg, key_map=key_map, allow_missing=allow,
                     summary=_summary(vis, preset, text=f"BERT {bert.num_hidden_layers}x{bert.hidden_size} "
                                                        f"(fusion from layer {bert.fusion_layer})",
                                      embed_dim=cfg.embed_dim, vocab=bert.vocab_size))
+
+
+def beats_config_from_keys(sd: Mapping[str, torch.Tensor], p: str) -> Any:
+    """The BEATs audio encoder under ``p`` (``audio_encoder.``): every size from shapes (patch, widths, layers,
+    FFN, heads from ``grep_a`` / the relative-bias table, conv position kernel and groups, relative-bias
+    buckets, the AudioSet head). What shapes cannot tell (post-LN deep norm, ``max_distance`` 800, exact GELU)
+    is the released iter3 setting (spec §3.4, :data:`~internvideo2.models.stage2_av.RELEASED_BEATS_SETTINGS`)."""
+    from ..models.audio import BEATsConfig
+    from ..models.stage2_av import RELEASED_BEATS_SETTINGS
+
+    need = [p + n for n in ("patch_embedding.weight", "encoder.layer_norm.weight", "encoder.pos_conv.0.weight_v",
+                            "encoder.layers.0.fc1.weight")]
+    absent = [n for n in need if n not in sd]
+    if absent:
+        raise CheckpointError(f"{p}: an incomplete BEATs audio encoder (no {', '.join(absent)})")
+    patch = sd[p + "patch_embedding.weight"]  # [E, 1, P, P]
+    width = sd[p + "encoder.layer_norm.weight"].shape[0]
+    conv = sd[p + "encoder.pos_conv.0.weight_v"]  # [D, D / groups, K]
+    layers = 1 + max(int(k[len(p) + 15:].split(".")[0]) for k in sd if k.startswith(p + "encoder.layers."))
+    att = p + "encoder.layers.0.self_attn."
+    rel = sd.get(att + "relative_attention_bias.weight")  # [buckets, heads]
+    if att + "grep_a" in sd:
+        heads = sd[att + "grep_a"].shape[1]
+    elif rel is not None:
+        heads = rel.shape[1]
+    else:
+        heads = max(width // 64, 1)  # BEATs heads are 64 wide
+    settings = dict(RELEASED_BEATS_SETTINGS, relative_position_embedding=rel is not None,
+                    gru_rel_pos=att + "grep_linear.weight" in sd, conv_bias=p + "patch_embedding.bias" in sd)
+    if rel is not None:
+        settings["num_buckets"] = rel.shape[0]
+    extra: dict[str, Any] = {}
+    if p + "predictor.weight" in sd:
+        extra = dict(finetuned_model=True, predictor_class=sd[p + "predictor.weight"].shape[0])
+    return BEATsConfig(**settings, **extra, input_patch_size=patch.shape[-1], embed_dim=patch.shape[0],
+                       encoder_layers=layers, encoder_embed_dim=width,
+                       encoder_ffn_embed_dim=sd[p + "encoder.layers.0.fc1.weight"].shape[0],
+                       encoder_attention_heads=heads, conv_pos=conv.shape[2], conv_pos_groups=width // conv.shape[1])
+
+
+def _stage2_av(sd: Mapping[str, torch.Tensor], vis: VisionConfig, preset: str, source: str) -> Detected:
+    """An ``InternVideo2_Stage2_audiovisual`` state dict. The loss weights are the released 6B ones (spec
+    §4.4), set so that exactly the file's optional modules exist: ``audio_encoder`` & co iff some audio
+    weight, ``av_fusion`` iff AVTC or AVTM, ``atm_head`` iff ATM, ``avtm_head`` iff AVTM."""
+    from ..models.stage2_av import Stage2AVConfig
+
+    V = "vision_encoder."
+    has = lambda prefix: any(k.startswith(prefix) for k in sd)
+    for name in ("av_concat_vision_proj.0.weight", "vision_proj.weight", "text_proj.weight", "itm_head.weight", "temp"):
+        if name not in sd:
+            raise CheckpointError(f"{source}: an audio-visual stage-2 file without {name}")
+    av = sd["av_concat_vision_proj.0.weight"].shape[0]
+    bert_prefix, key_map, allow = _bert_layout(sd)
+    bert = bert_config_from_keys(sd, bert_prefix, av)
+    audio, fusion, atm, avtm = has("audio_encoder."), has("av_fusion."), has("atm_head."), has("avtm_head.")
+    # the official constructor builds these together with the audio encoder, and av_fusion with AVTM
+    odd = [k + "*" for k in ("audio_proj.", "av_concat_audio_proj.") if has(k) != audio]
+    odd += [k + "*" for k in ("av_fusion.", "atm_head.", "avtm_head.") if has(k) and not audio]
+    if avtm and not fusion:
+        odd.append("avtm_head.* without av_fusion.*")
+    if odd:
+        raise CheckpointError(f"{source}: not a layout the official audio-visual class builds ({', '.join(odd)}; "
+                              f"audio_encoder.* {'present' if audio else 'absent'})")
+    # the released 6B weights (AVTC, AVTM, AVMLM on; ATC, AVC, ATM, AMLM off), fitted to the modules present
+    weights = dict(loss_atc=0.0, loss_avc=0.0, loss_amlm=0.0, loss_atm=float(atm), loss_avtm=float(avtm),
+                   loss_avtc=float(fusion), loss_avmlm=float(audio))
+    extra: dict[str, Any] = {}
+    if audio:
+        extra["audio"] = beats_config_from_keys(sd, "audio_encoder.")
+    cfg = Stage2AVConfig(vision=_pretrain(sd, V, vis, with_mae=False), text=bert,
+                         embed_dim=sd["vision_proj.weight"].shape[0], av_concat_dim=av, text_pool="cls", add_sep=False,
+                         vocab="default", **weights, **extra)
+    a = cfg.audio
+    return Detected("stage2_av", CLASS_NAMES["stage2_av"], "stage2_av", cfg, key_map=key_map, allow_missing=allow,
+                    summary=_summary(vis, preset, text=f"BERT {bert.num_hidden_layers}x{bert.hidden_size} "
+                                                       f"(fusion from layer {bert.fusion_layer})",
+                                     audio=f"BEATs {a.encoder_layers}x{a.encoder_embed_dim}" if audio else None,
+                                     embed_dim=cfg.embed_dim, av_concat_dim=av, vocab=bert.vocab_size,
+                                     heads=[n for n in ("itm_head", "atm_head", "avtm_head") if has(n + ".")]))
 
 
 def _clip(sd: Mapping[str, torch.Tensor], vis: VisionConfig, preset: str, source: str) -> Detected:
@@ -343,4 +423,4 @@ def _clip(sd: Mapping[str, torch.Tensor], vis: VisionConfig, preset: str, source
                     summary=_summary(vis, preset, text=tower, embed_dim=cfg.embed_dim))
 
 
-__all__ = ["Detected", "detect_checkpoint", "bert_config_from_keys", "CLASS_NAMES"]
+__all__ = ["Detected", "detect_checkpoint", "bert_config_from_keys", "beats_config_from_keys", "CLASS_NAMES"]

@@ -60,9 +60,9 @@ def load_model(source: str | os.PathLike | Mapping, *, model_type: str | None = 
     files (the CLIP S/B/L) take ``path={"clip": ..., "vision": ..., "text": ...}``.
 
     A detected multi-part file loads as the whole model it is (a stage-2 file as the video-text model with
-    its BERT and ITM head, a CLIP file with its text tower). ``vision_only=True`` asks for its vision
-    encoder alone; files of models the package does not build yet (the audio-visual 6B stage 2, the chat
-    model) raise an error naming their class and pointing at ``vision_only``.
+    its BERT and ITM head, the audio-visual 6B stage 2 with BEATs, a CLIP file with its text tower).
+    ``vision_only=True`` asks for its vision encoder alone; files of models the package does not build yet
+    (the chat model) raise an error naming their class and pointing at ``vision_only``.
     """
     if path is not None or (isinstance(source, str) and not Path(source).exists()
                             and find_released(source) is not None):

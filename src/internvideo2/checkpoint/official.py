@@ -131,6 +131,9 @@ OFFICIAL_CLASSES: dict[str, OfficialFormat] = {
         strip=("encoder.",)),
     "multi_modality/models/internvideo2_stage2_visual.py :: InternVideo2_Stage2_visual": OfficialFormat(
         "stage2", lambda kw: _stage2_config(kw)),
+    # official_kwargs = {"config": ..., "bert_config": ..., "audio_encoder_cfg": <the BEATs file's 'cfg'>}
+    "multi_modality/models/internvideo2_stage2_audiovisual.py :: InternVideo2_Stage2_audiovisual": OfficialFormat(
+        "stage2_av", lambda kw: _stage2_av_config(kw)),
 }
 
 
@@ -138,6 +141,12 @@ def _stage2_config(official: Mapping[str, Any]):
     from ..models.stage2 import stage2_config_from_official
 
     return stage2_config_from_official(dict(official))
+
+
+def _stage2_av_config(official: Mapping[str, Any]):
+    from ..models.stage2_av import stage2_av_config_from_official
+
+    return stage2_av_config_from_official(dict(official))
 
 # recognising a released file from its keys: detect.py
 

