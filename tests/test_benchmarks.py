@@ -62,3 +62,22 @@ def test_bench_decode_on_the_real_assets(tmp_path, assets):
     videos = {p.name for p in (assets / "video").iterdir() if p.suffix in (".mp4", ".webm", ".mkv", ".avi", ".mov")}
     assert {row["asset"] for row in d["results"]} == videos
     assert all(row["seconds_median"] > 0 for row in d["results"])
+
+
+def test_bench_search_quick_writes_every_size_method_and_companion(tmp_path):
+    out = tmp_path / "search.json"
+    r = _run("bench_search.py", "--quick", "--work", str(tmp_path / "work"), "--clip-data", str(tmp_path / "clips"),
+             "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(out.read_text())
+    assert [row["items"] for row in d["results"]] == [1000, 5000]
+    for row in d["results"]:
+        for method in ("exact", "ann"):
+            lat = row[method]["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p95"] and lat["n"] == 8
+            assert {"encode", "search", "assemble", "total"} <= set(row[method]["median_ms"])
+        assert set(row["recall_at_10"]) == {"text", "video", "random"}
+        assert all(0.0 <= v <= 1.0 for v in row["recall_at_10"].values())
+        assert row["auto_method"] == "exact" and row["ann_build_s"] > 0
+    assert d["serve_throughput"]["errors"] == 0 and d["serve_throughput"]["items"] == 1000
+    assert d["index_overhead"]["overhead"] > -1 and "embed_s" in d["index_overhead"]

@@ -80,6 +80,11 @@ def _templates(f: dict[str, Path]) -> dict[str, dict[str, list]]:
                   "out": [video, "--model", model, "-o", "{out}"]},
         "info": {"in": ["{in}"]},
         "convert": {"in": ["{in}", "-o", f["dir"] / "c"], "out": [video, "-o", "{out}"]},
+        "index": {"in": ["{in}", "--model", model, "-o", f["dir"] / "i"],
+                  "model": [video, "--model", "{in}", "-o", f["dir"] / "i"],
+                  "out": [video, "--model", model, "-o", "{out}"]},
+        "serve": {"in": ["{in}"]},
+        "search": {"in": ["{in}", "a red star"]},
         "demo": {"in": ["--configs", "{in}", "--out", f["dir"] / "d"], "out": ["--quick", "--out", "{out}"]},
         "eval": {},  # dispatches to the tasks below
         "eval tal": {"in": ["--gt", "{in}", "--pred", "{in}"], "out": ["--gt", f["dir"] / "gt.json", "--pred",

@@ -38,6 +38,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("internvideo2.train.finetune_cli", "fine-tune / probe an action classifier"),
     "eval": ("internvideo2.eval.cli", "evaluate: retrieval, zeroshot-cls, cls, tal, moments"),
     "embed": ("internvideo2.embed", "extract video embeddings from files or folders"),
+    "index": ("internvideo2.search.build", "index videos for text search (incremental, resumable, torchrun)"),
+    "search": ("internvideo2.search.cli", "search an index by text"),
+    "serve": ("internvideo2.search.server", "browse and search an index in a web page"),
     "info": ("internvideo2.info", "list presets and released models, inspect checkpoints"),
     "convert": ("internvideo2.checkpoint.convert", "convert a released checkpoint to our format (safetensors)"),
 }
