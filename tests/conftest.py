@@ -70,3 +70,14 @@ def foreign(path: Path, mode: int) -> Path:
         os.chown(path, OTHER_UID, OTHER_UID)
     os.chmod(path, mode)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the video-search tests last. Their ANN tests load faiss, whose bundled OpenMP/OpenBLAS thread pools
+    make a later ``fork`` (DataLoader workers of other tests, in this same process) deadlock in the child;
+    in the package only ``search`` uses faiss, and it never forks workers afterwards."""
+    def last(item) -> tuple[bool, bool]:
+        name = Path(str(item.fspath)).name
+        return name.startswith("test_search"), name == "test_search.py"  # the ANN tests at the very end
+
+    items.sort(key=last)

@@ -306,7 +306,10 @@ def _stage2_index(folder: Path, stage2_world, settings: dict | None = None) -> P
 
 def test_rerank_scores_are_the_itm_probabilities_of_the_indexed_frames(tmp_path, stage2_world):
     _base, model, files, res = stage2_world
-    folder = _stage2_index(tmp_path / "idx", stage2_world)
+    # the settings as ``internvideo2 index`` records them (build.ItemSettings)
+    folder = _stage2_index(tmp_path / "idx", stage2_world, settings={
+        "mode": "window", "frames": 4, "size": 56, "resize": "squash", "window": 1.0, "stride": 1.0, "shots": None,
+        "feature": "proj", "dtype": "fp32", "sample": "middle"})
     query = "a red star moving to the left"
     text = model.encode_texts([query])
     # what ITM says about every item, from the tokens the embed run computed for exactly those frames
@@ -335,7 +338,7 @@ def test_rerank_scores_are_the_itm_probabilities_of_the_indexed_frames(tmp_path,
         assert len(index.search(query, k=2, rerank=True, rerank_k=3)) == 2
 
 
-def test_rerank_skips_and_reports_files_gone_or_changed(tmp_path, stage2_world):
+def test_rerank_skips_and_reports_files_gone_or_changed(tmp_path, stage2_world, caplog):
     base, _model, files, _res = stage2_world
     moved = tmp_path / "clips"
     moved.mkdir()
@@ -351,8 +354,12 @@ def test_rerank_skips_and_reports_files_gone_or_changed(tmp_path, stage2_world):
     copies[0].unlink()
     st = copies[1].stat()
     os.utime(copies[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: no longer what was indexed
+    caplog.set_level(logging.WARNING, logger="internvideo2.search")
     with Index(folder) as index:
         out = index.search_result("a blue circle", k=6, rerank=True)
+        assert "re-ranking skipped" not in caplog.text  # search_result reports them in .skipped
+        assert len(index.search("a blue circle", k=6, rerank=True)) == 2  # search (hits only) logs them
+        assert caplog.text.count("re-ranking skipped") == 4 and "missing" in caplog.text
     reasons = {(Path(s.path).name, s.reason) for s in out.skipped}
     assert reasons == {(copies[0].name, "missing"), (copies[1].name, "changed")}
     assert len(out.skipped) == 4  # two items per file
@@ -365,10 +372,16 @@ def test_rerank_needs_an_itm_head_and_the_item_settings(tmp_path, clip_model, st
         with pytest.raises(ConfigError, match="no ITM head") as e:
             index.search("a dog", rerank=True)
         assert e.value.field == "rerank"
-    folder = _stage2_index(tmp_path / "s2", stage2_world, settings={"unknown": 1, "mode": "shots"})
+    folder = _stage2_index(tmp_path / "s2", stage2_world, settings={
+        "unknown": 1, "mode": "shots", "shots": {"ratio": 3.0, "min_score": 0.12, "min_len": 0.5, "step": 1}})
     with Index(folder) as index:  # cut as shots, but the items are 1 s windows: nothing matches
         out = index.search_result("a dog", k=2, rerank=True)
         assert out.hits == [] and {s.reason for s in out.skipped} == {"changed"}
+    folder = _stage2_index(tmp_path / "s3", stage2_world, settings={"mode": "window"})  # no window length
+    with Index(folder) as index:
+        with pytest.raises(ConfigError, match="recorded item settings are not usable") as e:
+            index.search("a dog", rerank=True)
+        assert e.value.field == "rerank"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -269,8 +269,12 @@ class Index:
 
     def search(self, query: str, k: int = 10, *, rerank: bool = False, rerank_k: int | None = None,
                exact: bool | None = None) -> list[Hit]:
-        """The ``k`` best items for ``query``, best first. See :meth:`search_result` (this is its ``hits``)."""
-        return self.search_result(query, k, rerank=rerank, rerank_k=rerank_k, exact=exact).hits
+        """The ``k`` best items for ``query``, best first. See :meth:`search_result` (this is its ``hits``; items
+        re-ranking skipped are logged as warnings here)."""
+        res = self.search_result(query, k, rerank=rerank, rerank_k=rerank_k, exact=exact)
+        for s in res.skipped:
+            log.warning("%s: re-ranking skipped item %d: %s (%s)", s.path, s.id, s.reason, s.detail)
+        return res.hits
 
     def search_result(self, query: str, k: int = 10, *, rerank: bool = False, rerank_k: int | None = None,
                       exact: bool | None = None) -> SearchResult:
@@ -357,8 +361,9 @@ class Index:
 
     # ------------------------------------------------------------------ ITM re-ranking
     def _item_settings(self):
-        """The :class:`~internvideo2.embed.settings.EmbedSettings` the index's items were cut with (meta
-        ``settings``: its EmbedSettings fields, at the top or under ``embed``)."""
+        """The :class:`~internvideo2.embed.settings.EmbedSettings` the index's items were cut with, from the
+        store's ``settings``: ``build``'s ``ItemSettings`` (``shots`` options as a nested dict) or
+        EmbedSettings fields (at the top or under ``embed``); other keys are ignored."""
         from ..embed.settings import EmbedSettings
 
         raw = self.meta.get("settings")
@@ -367,8 +372,15 @@ class Index:
         if not isinstance(raw, dict):
             raise ConfigError("rerank", f"{self.path}: the index does not record how its items were cut "
                                         "(meta 'settings'); rebuild it to re-rank")
+        raw = dict(raw)
+        shots = raw.pop("shots", None)
+        if isinstance(shots, dict):  # build's ItemSettings: {"ratio", "min_score", "min_len", "step"}
+            raw.update({f"shot_{k}": v for k, v in shots.items()})
         names = {f.name for f in dataclasses.fields(EmbedSettings)}
-        return EmbedSettings(**{k: v for k, v in raw.items() if k in names}).validate()
+        try:
+            return EmbedSettings(**{k: v for k, v in raw.items() if k in names}).validate()
+        except (ConfigError, TypeError) as e:
+            raise ConfigError("rerank", f"{self.path}: the recorded item settings are not usable ({e})") from None
 
     def _videos(self, st: _State) -> dict[str, VideoState]:
         with self._lock:
@@ -446,8 +458,6 @@ class Index:
     def _rerank(self, text, items: list[Item], cos: np.ndarray, st: _State):
         """Re-score candidates with the ITM head: ``(items, scores, skipped)``, best first."""
         kept, video, skipped = self._clips(items, st)
-        for s in skipped:
-            log.warning("re-ranking skipped item %d of %s: %s %s", s.id, s.path, s.reason, s.detail)
         if not kept:
             return [], np.zeros(0, np.float32), skipped
         probs = []
