@@ -13,6 +13,31 @@ from .runner import default_workers, embed_videos
 from .settings import DTYPES, FEATURES, MODES, RESIZES, TOKEN_DTYPES, VIDEO_EXTENSIONS, EmbedSettings
 
 
+def add_shot_arguments(g) -> None:
+    """The shot-detection flags (``--shot-*``) of every command that cuts videos into shots (embed, index)."""
+    g.add_argument("--shot-min-len", type=float, default=0.5, metavar="S", help="shortest shot (default 0.5 s)")
+    g.add_argument("--shot-ratio", type=float, default=3.0, help="shot-cut contrast ratio (default 3)")
+    g.add_argument("--shot-min-score", type=float, default=0.12, help="shot-cut score floor (default 0.12)")
+    g.add_argument("--shot-step", type=int, default=1, help="analyse every STEP-th frame for cuts (default 1)")
+
+
+def add_execution_arguments(g, device_help: str) -> None:
+    """The flags of how the embed pipeline runs (batching, chunks, workers, device, bad-file policy), shared by
+    every command built on it (embed, index)."""
+    g.add_argument("--batch", type=int, default=8, help="items per model call (default 8)")
+    g.add_argument("--chunk", type=int, default=64, metavar="N", help="videos per committed chunk (default 64)")
+    g.add_argument("--workers", type=int, default=None,
+                   help=f"decoding worker processes (default {default_workers()} here; 0 = no overlap)")
+    g.add_argument("--threads", type=int, default=None, help="model threads on CPU (default: cores left to workers)")
+    g.add_argument("--device", default="cpu", help=device_help)
+    g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model dtype (bf16 on GPU)")
+    g.add_argument("--timeout", type=float, default=120.0, help="decoding time limit per file, seconds")
+    g.add_argument("--max-bad-fraction", type=float, default=0.2,
+                   help="fail once more than this fraction of videos are unusable (default 0.2; 1 = never)")
+    g.add_argument("--bad-check-after", type=int, default=20, metavar="N",
+                   help="no bad-fraction verdict before N videos were seen (default 20)")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files and/or folders (recursive)")
     parser.add_argument("--model", required=True, metavar="M",
@@ -25,10 +50,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                    help="frames per item, official 'middle' sampling (default: the model's num_frames)")
     g.add_argument("--window", type=float, default=None, metavar="S", help="window length in seconds")
     g.add_argument("--stride", type=float, default=None, metavar="S", help="window step in seconds (default: window)")
-    g.add_argument("--shot-min-len", type=float, default=0.5, metavar="S", help="shortest shot (default 0.5 s)")
-    g.add_argument("--shot-ratio", type=float, default=3.0, help="shot-cut contrast ratio (default 3)")
-    g.add_argument("--shot-min-score", type=float, default=0.12, help="shot-cut score floor (default 0.12)")
-    g.add_argument("--shot-step", type=int, default=1, help="analyse every STEP-th frame for cuts (default 1)")
+    add_shot_arguments(g)
     g = parser.add_argument_group("features")
     g.add_argument("--feature", choices=FEATURES, default="auto",
                    help="auto (default): proj for stage-2/CLIP models, pool otherwise; proj: normalised "
@@ -41,18 +63,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                    help="squash (official stage-2 test transform, default), center_crop, or decoder "
                         "(resize while decoding: faster, pixels differ slightly)")
     g = parser.add_argument_group("execution")
-    g.add_argument("--batch", type=int, default=8, help="items per model call (default 8)")
-    g.add_argument("--chunk", type=int, default=64, metavar="N", help="videos per committed chunk (default 64)")
-    g.add_argument("--workers", type=int, default=None,
-                   help=f"decoding worker processes (default {default_workers()} here; 0 = no overlap)")
-    g.add_argument("--threads", type=int, default=None, help="model threads on CPU (default: cores left to workers)")
-    g.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
-    g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model dtype (bf16 on GPU)")
-    g.add_argument("--timeout", type=float, default=120.0, help="decoding time limit per file, seconds")
-    g.add_argument("--max-bad-fraction", type=float, default=0.2,
-                   help="fail once more than this fraction of videos are unusable (default 0.2; 1 = never)")
-    g.add_argument("--bad-check-after", type=int, default=20, metavar="N",
-                   help="no bad-fraction verdict before N videos were seen (default 20)")
+    add_execution_arguments(g, device_help="cpu (default), cuda, cuda:1 ...")
     g.add_argument("--overwrite", action="store_true", help="delete an earlier run's outputs in OUT and start over")
     g.add_argument("--retry-bad", action="store_true",
                    help="also retry videos that failed for a lasting reason (a corrupt file unchanged on disk)")

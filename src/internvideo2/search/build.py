@@ -1051,8 +1051,8 @@ def _summary(index: Path, status: str, videos: dict[str, VideoState], counts: di
 # CLI
 # ----------------------------------------------------------------------------------------------------------
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from ..embed import default_workers
-    from ..embed.settings import DTYPES, RESIZES
+    from ..embed.cli import add_execution_arguments, add_shot_arguments
+    from ..embed.settings import RESIZES
 
     parser.add_argument("videos", nargs="*", metavar="VIDEO", help="video files and/or folders (recursive); the "
                         "index holds exactly these videos afterwards")
@@ -1073,24 +1073,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                    help="frames per item, official 'middle' sampling (default: the model's num_frames)")
     g.add_argument("--size", type=int, default=None, help="input side (default: the model's img_size)")
     g.add_argument("--resize", choices=RESIZES, default="squash", help="the evaluation transform (default squash)")
-    g.add_argument("--shot-min-len", type=float, default=0.5, metavar="S", help="shortest shot (default 0.5 s)")
-    g.add_argument("--shot-ratio", type=float, default=3.0, help="shot-cut contrast ratio (default 3)")
-    g.add_argument("--shot-min-score", type=float, default=0.12, help="shot-cut score floor (default 0.12)")
-    g.add_argument("--shot-step", type=int, default=1, help="analyse every STEP-th frame for cuts (default 1)")
+    add_shot_arguments(g)
     g.add_argument("--thumb-width", type=int, default=320, metavar="PX", help="thumbnail width (default 320)")
     g = parser.add_argument_group("execution")
-    g.add_argument("--batch", type=int, default=8, help="items per model call (default 8)")
-    g.add_argument("--chunk", type=int, default=64, metavar="N", help="videos per committed chunk (default 64)")
-    g.add_argument("--workers", type=int, default=None,
-                   help=f"decoding worker processes (default {default_workers()} here; 0 = no overlap)")
-    g.add_argument("--threads", type=int, default=None, help="model threads on CPU (default: cores left to workers)")
-    g.add_argument("--device", default="cpu", help="cpu (default), cuda (under torchrun: each rank's GPU), cuda:1 ...")
-    g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model dtype (bf16 on GPU)")
-    g.add_argument("--timeout", type=float, default=120.0, help="decoding time limit per file, seconds")
-    g.add_argument("--max-bad-fraction", type=float, default=0.2,
-                   help="fail once more than this fraction of videos are unusable (default 0.2; 1 = never)")
-    g.add_argument("--bad-check-after", type=int, default=20, metavar="N",
-                   help="no bad-fraction verdict before N videos were seen (default 20)")
+    add_execution_arguments(g, device_help="cpu (default), cuda (under torchrun: each rank's GPU), cuda:1 ...")
     g.add_argument("--retry-bad", action="store_true",
                    help="also retry videos that failed for a lasting reason (a corrupt file unchanged on disk)")
     g.add_argument("--rehash", action="store_true",
